@@ -1,0 +1,3 @@
+from nin.cli import main_exit
+
+main_exit()

@@ -1,0 +1,237 @@
+"""The book's NiN as data, and the arithmetic of its shapes and parameters.
+
+This module imports no framework. It is the reference that every backend is
+checked against: the backends build their layers from :func:`architecture` and
+the tests compare what the frameworks compute with :func:`layer_table`.
+
+Shapes here are always channels-first: ``(N, C, H, W)`` for images and
+``(N, F)`` after flattening (d2l.ai, section "Network in Network").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+#: Defaults of the book's model and of every backend's ``NiN`` builder.
+NUM_CLASSES = 10
+IN_CHANNELS = 1
+DROPOUT = 0.5
+#: The input size the book resizes Fashion-MNIST's 28x28 images to.
+BOOK_RESIZE = 224
+#: The 1x1 convolutions that follow the first convolution of a block.
+NUM_1X1 = 2
+
+#: The kinds of top-level layer, as they appear in summaries.
+KINDS = ("nin_block", "maxpool", "dropout", "global_avg_pool", "flatten")
+
+
+@dataclass(frozen=True)
+class NinBlock:
+    """A k x k convolution followed by ``num_1x1`` 1x1 convolutions, each with ReLU."""
+
+    out_channels: int
+    kernel_size: int
+    strides: int
+    padding: int
+    num_1x1: int = NUM_1X1
+    kind = "nin_block"
+
+    def convs(self, in_channels: int) -> list[tuple[int, int, int, int, int]]:
+        """The block's convolutions as ``(in, out, kernel, stride, padding)``."""
+        first = (in_channels, self.out_channels, self.kernel_size, self.strides, self.padding)
+        ones = (self.out_channels, self.out_channels, 1, 1, 0)
+        return [first] + [ones] * self.num_1x1
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, _, h, w = shape
+        return (n, self.out_channels, _conv_size(h, self.kernel_size, self.strides, self.padding),
+                _conv_size(w, self.kernel_size, self.strides, self.padding))
+
+    def params(self, in_channels: int) -> int:
+        return sum(k * k * i * o + o for i, o, k, _, _ in self.convs(in_channels))
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """Max pooling without padding; a partial last window is dropped (floor mode)."""
+
+    pool_size: int = 3
+    strides: int = 2
+    kind = "maxpool"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, h, w = shape
+        return (n, c, _conv_size(h, self.pool_size, self.strides, 0),
+                _conv_size(w, self.pool_size, self.strides, 0))
+
+    def params(self, in_channels: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout; the rate is the model builder's ``dropout`` argument."""
+
+    rate: float = DROPOUT
+    kind = "dropout"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def params(self, in_channels: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Average over the whole height and width, keeping them as 1x1."""
+
+    kind = "global_avg_pool"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, _, _ = shape
+        return (n, c, 1, 1)
+
+    def params(self, in_channels: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``(N, C, 1, 1)`` to ``(N, C)``: the logits."""
+
+    kind = "flatten"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, *rest = shape
+        size = 1
+        for d in rest:
+            size *= d
+        return (n, size)
+
+    def params(self, in_channels: int) -> int:
+        return 0
+
+
+Layer = Union[NinBlock, MaxPool, Dropout, GlobalAvgPool, Flatten]
+
+
+def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> tuple[Layer, ...]:
+    """The book's NiN: ten top-level layers, in the book's order."""
+    check_positive_int("num_classes", num_classes)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return (
+        NinBlock(96, kernel_size=11, strides=4, padding=0),
+        MaxPool(pool_size=3, strides=2),
+        NinBlock(256, kernel_size=5, strides=1, padding=2),
+        MaxPool(pool_size=3, strides=2),
+        NinBlock(384, kernel_size=3, strides=1, padding=1),
+        MaxPool(pool_size=3, strides=2),
+        Dropout(dropout),
+        # One output channel per class, then global average pooling: no dense layer.
+        NinBlock(num_classes, kernel_size=3, strides=1, padding=1),
+        GlobalAvgPool(),
+        Flatten(),
+    )
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of a summary: what a layer outputs and how many parameters it holds."""
+
+    kind: str
+    shape: tuple[int, ...]
+    params: int
+
+
+def layer_table(input_shape: tuple[int, int, int, int] = (1, IN_CHANNELS, BOOK_RESIZE, BOOK_RESIZE),
+                num_classes: int = NUM_CLASSES) -> list[LayerRow]:
+    """Each layer's channels-first output shape and parameter count for ``input_shape``.
+
+    Raises:
+        ValueError: if the shape is malformed or the images are smaller than NiN accepts.
+    """
+    check_input_shape(input_shape, num_classes)
+    return _rows(tuple(input_shape), architecture(num_classes))
+
+
+def total_params(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> int:
+    """The model's parameter count; it does not depend on the image size."""
+    check_positive_int("in_channels", in_channels)
+    channels, total = in_channels, 0
+    for layer in architecture(num_classes):
+        total += layer.params(channels)
+        if isinstance(layer, NinBlock):
+            channels = layer.out_channels
+    return total
+
+
+def min_image_size(num_classes: int = NUM_CLASSES) -> int:
+    """The smallest height (and width) for which every layer has an output of at least 1."""
+    layers = architecture(num_classes)
+    size = 1
+    while not _fits(layers, size):
+        size += 1
+    return size
+
+
+def check_input_shape(input_shape, num_classes: int = NUM_CLASSES) -> None:
+    """Refuse, with a message that says what to do, an input NiN cannot take.
+
+    ``input_shape`` is channels-first ``(N, C, H, W)``.
+    """
+    check_positive_int("num_classes", num_classes)
+    shape = tuple(input_shape)
+    if len(shape) != 4:
+        raise ValueError(f"input shape must be N,C,H,W (4 numbers), got {','.join(map(str, shape))}")
+    for name, d in zip("NCHW", shape):
+        check_positive_int(f"input shape {name}", d)
+    check_image_size(shape[2], shape[3], num_classes)
+
+
+def check_image_size(height: int, width: int, num_classes: int = NUM_CLASSES) -> None:
+    """Refuse images too small for NiN's convolutions and poolings, before any framework sees them."""
+    smallest = min_image_size(num_classes)
+    if height < smallest or width < smallest:
+        raise ValueError(
+            f"images of {height}x{width} are too small for NiN: it needs at least "
+            f"{smallest}x{smallest}. Resize them first, as the book does with resize={BOOK_RESIZE} "
+            f"(Fashion-MNIST's 28x28 images must be resized)."
+        )
+
+
+def check_channels(channels: int, in_channels: int) -> None:
+    """Refuse images whose channel count is not the model's ``in_channels``."""
+    if channels != in_channels:
+        raise ValueError(f"this NiN takes images with {in_channels} channel(s), got {channels}; "
+                         f"build it with NiN(in_channels={channels}) for such images")
+
+
+def _rows(shape: tuple[int, ...], layers) -> list[LayerRow]:
+    rows = []
+    for layer in layers:
+        params = layer.params(shape[1])
+        shape = layer.output_shape(shape)
+        rows.append(LayerRow(layer.kind, shape, params))
+    return rows
+
+
+def _fits(layers, size: int) -> bool:
+    shape: tuple[int, ...] = (1, 1, size, size)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+        if min(shape[1:]) < 1:
+            return False
+    return True
+
+
+def _conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def check_positive_int(name: str, value) -> None:
+    """Refuse anything but a positive ``int`` (booleans included) for ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

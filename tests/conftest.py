@@ -1,0 +1,56 @@
+"""Which backends a test run covers, and a loud failure when one of them cannot import.
+
+``NIN_BACKENDS`` (set by each tox env) names the backends, comma-separated; unset, the
+run covers all three. A requested backend that cannot be imported fails the run: no
+backend is ever skipped silently (as in einops' test suite).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import nin
+
+
+def requested_backends() -> list[str]:
+    value = os.environ.get("NIN_BACKENDS")
+    names = list(nin.BACKENDS) if value is None else [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in nin.BACKENDS]
+    if unknown or not names:
+        raise pytest.UsageError(f"NIN_BACKENDS={value!r}: name one or more of {', '.join(nin.BACKENDS)}")
+    return names
+
+
+REQUESTED = requested_backends()
+
+
+def import_backend(name: str):
+    try:
+        return nin.backend(name)
+    except ImportError as err:
+        pytest.fail(f"backend {name!r} was requested for this run (NIN_BACKENDS="
+                    f"{os.environ.get('NIN_BACKENDS', '<unset: all>')}) but cannot be imported: {err}",
+                    pytrace=False)
+
+
+@pytest.fixture(params=REQUESTED)
+def backend_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def backend(backend_name):
+    """The backend module ``nin.<name>``, once per requested backend."""
+    return import_backend(backend_name)
+
+
+@pytest.fixture
+def all_backends() -> dict:
+    """All three backends in this process, for the tests marked ``cross``."""
+    missing = [n for n in nin.BACKENDS if n not in REQUESTED]
+    if missing:
+        pytest.fail(f"cross-framework tests need NIN_BACKENDS to name all three backends "
+                    f"(missing: {', '.join(missing)}); deselect them with -m 'not cross'", pytrace=False)
+    return {name: import_backend(name) for name in nin.BACKENDS}
