@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def main_exit() -> None:
+    """Entry point of the ``nin`` script and of ``python -m nin``."""
+    sys.exit(main())
+
+
 def summary(args: argparse.Namespace) -> int:
     """Print the per-layer table of the backend's model, or one JSON object with ``--json``."""
     spec.check_input_shape(args.input_shape, args.num_classes)
@@ -69,9 +74,16 @@ def _input_shape(text: str) -> tuple[int, int, int, int]:
     return shape
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line on stderr (no usage block): say what is wrong and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nin", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="nin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = commands.add_parser("summary", help="per-layer output shapes and parameters")
     p.add_argument("--backend", required=True, choices=list(nin.BACKENDS))
     p.add_argument("--input-shape", type=_input_shape,
@@ -81,8 +93,3 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=summary)
     return parser
-
-
-def main_exit() -> None:
-    """Entry point of the ``nin`` script and of ``python -m nin``."""
-    sys.exit(main())

@@ -11,7 +11,6 @@ Shapes here are always channels-first: ``(N, C, H, W)`` for images and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 #: Defaults of the book's model and of every backend's ``NiN`` builder.
 NUM_CLASSES = 10
@@ -114,7 +113,7 @@ class Flatten:
         return 0
 
 
-Layer = Union[NinBlock, MaxPool, Dropout, GlobalAvgPool, Flatten]
+Layer = NinBlock | MaxPool | Dropout | GlobalAvgPool | Flatten
 
 
 def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> tuple[Layer, ...]:
@@ -186,7 +185,7 @@ def check_input_shape(input_shape, num_classes: int = NUM_CLASSES) -> None:
     shape = tuple(input_shape)
     if len(shape) != 4:
         raise ValueError(f"input shape must be N,C,H,W (4 numbers), got {','.join(map(str, shape))}")
-    for name, d in zip("NCHW", shape):
+    for name, d in zip("NCHW", shape, strict=True):
         check_positive_int(f"input shape {name}", d)
     check_image_size(shape[2], shape[3], num_classes)
 

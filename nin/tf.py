@@ -88,9 +88,10 @@ class NiN(keras.Sequential):
 def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE)) -> list[dict]:
     """The book's per-layer table, computed by running ``net`` on a random batch.
 
-    ``input_shape`` is N,C,H,W. Each row has the layer's ``name``, ``kind`` (see
-    :data:`nin.spec.KINDS`), channels-first ``shape``, the ``native_shape`` Keras
-    produced (NHWC) and its number of ``params``.
+    ``input_shape`` is channels-first N,C,H,W in every backend. Each row has the layer's
+    ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``, the
+    ``native_shape`` the framework itself produced (in its own layout, see above) and its
+    number of ``params``. A Gluon ``net`` must be initialized first, as in the book.
     """
     spec.check_input_shape(input_shape, net.num_classes)
     spec.check_channels(input_shape[1], net.in_channels)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def forward(name: str, net, X: np.ndarray) -> np.ndarray:
     """Logits of ``net`` for the NCHW batch ``X``, in inference mode."""
     return _FORWARD[name](net, X)
@@ -69,7 +68,7 @@ def _gradients_tf(net, X, y):
         logits = net(X.transpose(0, 2, 3, 1), training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
     grads = tape.gradient(loss, net.trainable_variables)
-    return {v.path: None if g is None else g.numpy() for v, g in zip(net.trainable_variables, grads)}
+    return {v.path: None if g is None else g.numpy() for v, g in zip(net.trainable_variables, grads, strict=True)}
 
 
 _FORWARD = {"mxnet": _forward_mxnet, "torch": _forward_torch, "tf": _forward_tf}

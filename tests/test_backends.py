@@ -3,13 +3,12 @@
 import inspect
 import itertools
 
+import frameworks
 import numpy as np
 import pytest
 
 from nin import spec
 from nin.cli import new_model
-
-import frameworks
 
 SIZES = [67, 96, 101, 224]  # the minimum, a small one, an odd one, the book's
 MODELS = list(itertools.product([1, 3], [10, 100]))  # (in_channels, num_classes)
@@ -28,7 +27,7 @@ def test_layers_match_the_description(backend_name, backend, in_channels, num_cl
         rows = backend.summary(net, input_shape)
         expected = spec.layer_table(input_shape, num_classes)
         assert len(rows) == len(expected) == 10
-        for row, ref in zip(rows, expected):
+        for row, ref in zip(rows, expected, strict=True):
             assert (row["kind"], tuple(row["shape"]), row["params"]) == (ref.kind, ref.shape, ref.params)
             assert tuple(row["native_shape"]) == _native(ref.shape, NATIVE_LAYOUT[backend_name])
         assert sum(r["params"] for r in rows) == spec.total_params(in_channels, num_classes)

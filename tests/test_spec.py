@@ -21,7 +21,7 @@ def test_book_model_shapes_at_224():
     rows = spec.layer_table((1, 1, 224, 224), num_classes=10)
     assert [r.kind for r in rows] == ["nin_block", "maxpool", "nin_block", "maxpool", "nin_block",
                                       "maxpool", "dropout", "nin_block", "global_avg_pool", "flatten"]
-    assert [r.shape for r in rows[:-1]] == [(1, c, s, s) for c, s in zip(BOOK_CHANNELS, BOOK_SIZES)]
+    assert [r.shape for r in rows[:-1]] == [(1, c, s, s) for c, s in zip(BOOK_CHANNELS, BOOK_SIZES, strict=True)]
     assert rows[-1].shape == (1, 10)
 
 

@@ -1,0 +1,33 @@
+"""All three frameworks in one process: their summaries agree layer by layer."""
+
+import json
+
+import pytest
+
+from nin import cli, spec
+
+pytestmark = pytest.mark.cross
+
+
+def _summary(capsys, backend, input_shape, num_classes):
+    status = cli.main(["summary", "--backend", backend, "--json",
+                       "--input-shape", ",".join(map(str, input_shape)), "--num-classes", str(num_classes)])
+    assert status == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("input_shape, num_classes", [((1, 1, 224, 224), 10), ((2, 3, 101, 150), 100),
+                                                      ((3, 1, 67, 67), 10)])
+def test_three_summaries_agree_layer_by_layer(all_backends, capsys, input_shape, num_classes):
+    summaries = {b: _summary(capsys, b, input_shape, num_classes) for b in all_backends}
+    mx, pt, tf = (summaries[b] for b in ("mxnet", "torch", "tf"))
+    assert len(mx["layers"]) == len(pt["layers"]) == len(tf["layers"]) == 10
+    for i, (a, b, c) in enumerate(zip(mx["layers"], pt["layers"], tf["layers"], strict=True)):
+        for key in ("kind", "shape", "params"):
+            assert a[key] == b[key] == c[key], f"layer {i}: {key} differs: {a[key]} {b[key]} {c[key]}"
+        # Gluon and PyTorch produce NCHW themselves; Keras produces NHWC.
+        assert a["native_shape"] == b["native_shape"] == a["shape"]
+        nchw = c["native_shape"] if len(c["native_shape"]) == 2 else [c["native_shape"][j] for j in (0, 3, 1, 2)]
+        assert nchw == c["shape"]
+    assert mx["total_params"] == pt["total_params"] == tf["total_params"] == spec.total_params(
+        input_shape[1], num_classes)
