@@ -1,0 +1,230 @@
+"""Fashion-MNIST from its four IDX files, read with numpy alone.
+
+The files are ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each gzip-compressed
+(``.gz``) or raw. :func:`load_fashion_mnist` looks for them in :func:`data_dir`:
+the ``root`` argument, else the ``NIN_DATA`` environment variable, else
+``$XDG_CACHE_HOME/nin/fashion-mnist`` (default ``~/.cache/nin/fashion-mnist``).
+
+Every file is checked by its IDX header (magic number, counts, 28x28 images,
+payload length, labels 0..9). Missing files are downloaded by :func:`download`
+from :data:`MIRRORS`; only downloaded bytes are checked against the official MD5
+sums, and a file appears under its final name only once its checksum is right.
+Every problem with the files raises :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+#: Public copies of the files, tried in order; a file's URL is mirror + name + ".gz".
+MIRRORS = (
+    "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+#: split -> (images file, labels file), without the ``.gz`` suffix.
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+NAMES = FILES["train"] + FILES["test"]
+#: MD5 of the official ``.gz`` files, checked on download only.
+MD5 = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+#: magic number -> number of dimensions (type 0x08: unsigned byte).
+_MAGIC = {0x00000803: 3, 0x00000801: 1}
+_FIX = ("delete it to download a fresh copy, or replace it with the original Fashion-MNIST file "
+        "(https://github.com/zalandoresearch/fashion-mnist)")
+_WHERE = "point to another directory with --data DIR or the NIN_DATA environment variable"
+
+#: One split: images ``(N, 28, 28)`` and labels ``(N,)``, both uint8.
+Split = tuple[np.ndarray, np.ndarray]
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or malformed, or could not be downloaded."""
+
+
+def data_dir(root: str | os.PathLike | None = None) -> Path:
+    """The directory to look in: ``root``, else ``$NIN_DATA``, else the cache directory."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get("NIN_DATA"):
+        return Path(os.environ["NIN_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "nin" / "fashion-mnist"
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """One IDX file, gzip-compressed or raw, as uint8 images ``(N, 28, 28)`` or labels ``(N,)``.
+
+    Raises:
+        DataError: if the file cannot be read or is not a valid Fashion-MNIST IDX file.
+    """
+    path = Path(path).resolve()
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; {_FIX}")
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err})") from err
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise bad(f"corrupt gzip data ({err})") from err
+    if len(data) < 4:
+        raise bad(f"{len(data)} bytes is too short for an IDX header")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in _MAGIC:
+        raise bad(f"magic number 0x{magic:08x} is not 0x00000803 (images) or 0x00000801 (labels)")
+    ndim = _MAGIC[magic]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise bad(f"{len(data)} bytes is too short for the {header}-byte IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if shape[0] == 0:
+        raise bad("the header says it holds 0 items")
+    if ndim == 3 and shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise bad(f"images are {shape[1]}x{shape[2]}, Fashion-MNIST's are {IMAGE_SIZE}x{IMAGE_SIZE}")
+    expected = header + math.prod(shape)
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "trailing bytes after the data"
+        raise bad(f"{problem}: the header ({' x '.join(map(str, shape))}) means {expected} bytes, found {len(data)}")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    if ndim == 1 and array.max() >= NUM_CLASSES:
+        index = int(np.argmax(array >= NUM_CLASSES))
+        raise bad(f"label {array[index]} at index {index} is not a class (0..{NUM_CLASSES - 1})")
+    return array
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = True) -> tuple[Split, Split]:
+    """``((train_images, train_labels), (test_images, test_labels))`` as numpy uint8 arrays.
+
+    Images are ``(N, 28, 28)``, labels ``(N,)`` in 0..9. Missing files are downloaded
+    into :func:`data_dir` when ``download`` is true.
+
+    Raises:
+        DataError: if a file is missing (and cannot be downloaded) or is malformed.
+    """
+    directory = data_dir(root)
+    missing = _missing(directory)
+    if missing:
+        reason = "Downloading is turned off."
+        if download:
+            try:
+                _download(directory, missing)
+            except DataError as err:
+                reason = f"Downloading them failed: {err}"
+            missing = _missing(directory)
+        if missing:
+            where = directory.resolve()
+            raise DataError(f"Fashion-MNIST files missing in {where}: {', '.join(n + '[.gz]' for n in missing)}.\n"
+                            f"{reason}\nPut the files (gzip or raw) in {where}, or {_WHERE}.")
+    splits = []
+    for images_name, labels_name in FILES.values():
+        images_path, labels_path = _find(directory, images_name), _find(directory, labels_name)
+        images, labels = _read(images_path, 3), _read(labels_path, 1)
+        if len(images) != len(labels):
+            raise DataError(f"{images_path.resolve()} holds {len(images)} images but {labels_path.resolve()} holds "
+                            f"{len(labels)} labels; they must pair up: replace them with the original files")
+        splits.append((images, labels))
+    return splits[0], splits[1]
+
+
+def download(directory: str | os.PathLike, names=None, mirrors=MIRRORS, timeout: float = 30) -> list[Path]:
+    """Download the ``.gz`` files ``names`` (default: all four) into ``directory``.
+
+    Each file is fetched from the first of ``mirrors`` that serves it with the official
+    MD5 sum, written to a temporary file, checked, then renamed to its final name.
+
+    Returns:
+        The paths of the downloaded files.
+
+    Raises:
+        DataError: for an unknown name, or a file no mirror served correctly (with each mirror's error).
+    """
+    directory = Path(directory)
+    names = [name.removesuffix(".gz") for name in (NAMES if names is None else names)]
+    unknown = [name for name in names if name not in MD5]
+    if unknown:
+        raise DataError(f"unknown Fashion-MNIST file(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{directory}: cannot create the data directory ({err}); {_WHERE}") from err
+    paths = []
+    for name in names:
+        final, errors = directory / f"{name}.gz", []
+        for mirror in mirrors:
+            url = f"{mirror}{name}.gz"
+            try:
+                _fetch(url, final, MD5[name], timeout)
+                break
+            except (OSError, ValueError, http.client.HTTPException) as err:
+                errors.append(f"  {url}: {err}")
+        else:
+            raise DataError(f"could not download {final.name} into {directory.resolve()}:\n" + "\n".join(errors)
+                            + "\nCheck the network connection, or fetch the file yourself from one of these URLs.")
+        paths.append(final)
+    return paths
+
+
+def _fetch(url: str, final: Path, md5: str, timeout: float) -> None:
+    """Stream ``url`` into a temporary file next to ``final``, check its MD5, then rename it."""
+    tmp = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".part", delete=False)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                tmp.write(chunk)
+        if digest.hexdigest() != md5:
+            raise DataError(f"MD5 {digest.hexdigest()} is not the official {md5}")
+        os.replace(tmp.name, final)
+    finally:
+        if os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+
+
+def _download(directory: Path, names: list[str]) -> None:
+    """:func:`download`, for :func:`load_fashion_mnist` whose argument ``download`` hides it."""
+    download(directory, names)
+
+
+def _missing(directory: Path) -> list[str]:
+    return [name for name in NAMES if _find(directory, name) is None]
+
+
+def _find(directory: Path, name: str) -> Path | None:
+    """``name.gz`` or ``name`` in ``directory``, preferring the gzip file; None when neither is there."""
+    for candidate in (directory / f"{name}.gz", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read(path: Path, ndim: int) -> np.ndarray:
+    array = read_idx(path)
+    if array.ndim != ndim:
+        kinds = {3: "images", 1: "labels"}
+        raise DataError(f"{path.resolve()}: holds {kinds[array.ndim]}, expected {kinds[ndim]}; {_FIX}")
+    return array

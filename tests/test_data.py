@@ -1,0 +1,387 @@
+"""nin.data: reading, checking and downloading Fashion-MNIST's IDX files, with no network.
+
+Every test writes small synthetic IDX files in ``tmp_path``; downloads are served by a
+fake ``urllib.request.urlopen``. One test reads the real files in ``/work/shared`` when
+that directory exists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nin import data
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+M1, M2 = "https://mirror-one.invalid/", "https://mirror-two.invalid/"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch, tmp_path):
+    """No test touches the network, the user's ``NIN_DATA`` or the user's cache."""
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to open {url}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.delenv("NIN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+def idx(array: np.ndarray, magic: int | None = None) -> bytes:
+    """Valid IDX bytes for a uint8 array (3-d images or 1-d labels), unless ``magic`` says otherwise."""
+    magic = {3: 0x803, 1: 0x801}[array.ndim] if magic is None else magic
+    dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes()
+
+
+def images(n: int, seed: int = 0, size: tuple[int, int] = (28, 28)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, *size), dtype=np.uint8)
+
+
+def labels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 10, n, dtype=np.uint8)
+
+
+def write(path: Path, payload: bytes, gz: bool) -> Path:
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def make_set(directory: Path, gz: bool = True, n_train: int = 6, n_test: int = 4, seed: int = 0) -> dict:
+    """The four files of a tiny valid Fashion-MNIST in ``directory``; returns the arrays by file name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for (x_name, y_name), n in zip(data.FILES.values(), (n_train, n_test), strict=True):
+        arrays[x_name], arrays[y_name] = images(n, seed + n), labels(n, seed + n)
+        for name in (x_name, y_name):
+            write(directory / name, idx(arrays[name]), gz)
+    return arrays
+
+
+def check_loaded(loaded, arrays: dict) -> None:
+    (x_train, y_train), (x_test, y_test) = loaded
+    assert x_train.shape == (6, 28, 28) and y_train.shape == (6,)
+    assert x_test.shape == (4, 28, 28) and y_test.shape == (4,)
+    for got, name in zip((x_train, y_train, x_test, y_test), data.NAMES, strict=True):
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, arrays[name])
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_good_set_loads(tmp_path, gz):
+    arrays = make_set(tmp_path, gz=gz)
+    check_loaded(data.load_fashion_mnist(tmp_path, download=False), arrays)
+
+
+def test_gzip_is_detected_by_magic_not_suffix(tmp_path):
+    x = images(3)
+    (tmp_path / "a").write_bytes(gzip.compress(idx(x)))
+    (tmp_path / "b.gz").write_bytes(idx(x))
+    for name in ("a", "b.gz"):
+        np.testing.assert_array_equal(data.read_idx(tmp_path / name), x)
+
+
+def test_gz_is_preferred_when_both_exist(tmp_path):
+    arrays = make_set(tmp_path, gz=True)
+    make_set(tmp_path, gz=False, seed=100)
+    check_loaded(data.load_fashion_mnist(tmp_path, download=False), arrays)
+
+
+def test_read_idx_returns_writable_arrays(tmp_path):
+    y = labels(5)
+    path = write(tmp_path / "labels", idx(y), gz=True)
+    got = data.read_idx(path)
+    got[0] = 1
+    assert got.shape == (5,) and got.dtype == np.uint8 and got[0] == 1
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_truncated_file(tmp_path, gz):
+    path = write(tmp_path / "train-images-idx3-ubyte", idx(images(2))[:-10], gz)
+    with pytest.raises(data.DataError) as err:
+        data.read_idx(path)
+    message = str(err.value)
+    assert str(path.resolve()) in message and "truncated" in message
+    assert f"means {16 + 2 * 784} bytes, found {16 + 2 * 784 - 10}" in message
+
+
+def test_trailing_garbage(tmp_path):
+    path = write(tmp_path / "train-labels-idx1-ubyte", idx(labels(3)) + b"junk", gz=False)
+    with pytest.raises(data.DataError, match=f"trailing bytes.*means {8 + 3} bytes, found {8 + 3 + 4}") as err:
+        data.read_idx(path)
+    assert str(path.resolve()) in str(err.value)
+
+
+@pytest.mark.parametrize("magic", [0x0802, 0x0901, 0x0D03, 0x12345678])
+def test_wrong_magic(tmp_path, magic):
+    path = write(tmp_path / "train-images-idx3-ubyte", idx(images(2), magic=magic), gz=True)
+    with pytest.raises(data.DataError) as err:
+        data.read_idx(path)
+    message = str(err.value)
+    assert str(path.resolve()) in message
+    assert f"magic number 0x{magic:08x} is not 0x00000803 (images) or 0x00000801 (labels)" in message
+
+
+def test_header_too_short(tmp_path):
+    path = write(tmp_path / "file", b"\x00\x00", gz=False)
+    with pytest.raises(data.DataError, match="2 bytes is too short for an IDX header"):
+        data.read_idx(path)
+
+
+def test_wrong_image_size(tmp_path):
+    path = write(tmp_path / "train-images-idx3-ubyte", idx(images(2, size=(27, 28))), gz=True)
+    with pytest.raises(data.DataError, match="images are 27x28, Fashion-MNIST's are 28x28") as err:
+        data.read_idx(path)
+    assert str(path.resolve()) in str(err.value)
+
+
+def test_zero_items(tmp_path):
+    path = write(tmp_path / "labels", idx(np.zeros(0, np.uint8)), gz=False)
+    with pytest.raises(data.DataError, match="holds 0 items"):
+        data.read_idx(path)
+
+
+def test_mismatched_counts(tmp_path):
+    make_set(tmp_path)
+    labels_path = write(tmp_path / "t10k-labels-idx1-ubyte", idx(labels(5)), gz=True)
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(tmp_path, download=False)
+    message = str(err.value)
+    images_path = (tmp_path / "t10k-images-idx3-ubyte.gz").resolve()
+    assert f"{images_path} holds 4 images but {labels_path.resolve()} holds 5 labels" in message
+
+
+def test_images_and_labels_swapped(tmp_path):
+    arrays = make_set(tmp_path)
+    path = write(tmp_path / "train-labels-idx1-ubyte", idx(arrays["train-images-idx3-ubyte"]), gz=True)
+    with pytest.raises(data.DataError, match="holds images, expected labels") as err:
+        data.load_fashion_mnist(tmp_path, download=False)
+    assert str(path.resolve()) in str(err.value)
+
+
+def test_labels_out_of_range(tmp_path):
+    y = labels(4)
+    y[2] = 10
+    path = write(tmp_path / "train-labels-idx1-ubyte", idx(y), gz=True)
+    with pytest.raises(data.DataError, match=r"label 10 at index 2 is not a class \(0..9\)") as err:
+        data.read_idx(path)
+    assert str(path.resolve()) in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "cut", "garbage"])
+def test_corrupt_gzip(tmp_path, damage):
+    packed = bytearray(gzip.compress(idx(images(2))))
+    if damage == "flipped":
+        packed[20:40] = bytes(20)
+    elif damage == "cut":
+        packed = packed[: len(packed) // 2]
+    else:
+        packed += b"not gzip"
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(data.DataError, match="corrupt gzip data") as err:
+        data.read_idx(path)
+    assert str(path.resolve()) in str(err.value)
+
+
+def test_unreadable_path(tmp_path):
+    with pytest.raises(data.DataError, match="cannot read it"):
+        data.read_idx(tmp_path / "nothing-here")
+
+
+def test_data_dir_precedence(tmp_path, monkeypatch):
+    env_dir, root_dir = tmp_path / "env", tmp_path / "root"
+    assert data.data_dir() == tmp_path / "xdg-cache" / "nin" / "fashion-mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.data_dir() == tmp_path / "home" / ".cache" / "nin" / "fashion-mnist"
+    monkeypatch.setenv("NIN_DATA", str(env_dir))
+    assert data.data_dir() == env_dir
+    assert data.data_dir(root_dir) == root_dir
+    assert data.data_dir(str(root_dir)) == root_dir
+
+
+def test_nin_data_and_root_are_used_by_load(tmp_path, monkeypatch):
+    env_arrays = make_set(tmp_path / "env", seed=1)
+    root_arrays = make_set(tmp_path / "root", gz=False, seed=2)
+    monkeypatch.setenv("NIN_DATA", str(tmp_path / "env"))
+    check_loaded(data.load_fashion_mnist(download=False), env_arrays)
+    check_loaded(data.load_fashion_mnist(tmp_path / "root", download=False), root_arrays)
+
+
+def test_missing_files_without_download(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(tmp_path, download=False)
+    message = str(err.value)
+    assert f"missing in {tmp_path.resolve()}: train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz].\n" in message
+    assert "train-images" not in message and "t10k-labels" not in message
+    assert "--data DIR" in message and "NIN_DATA" in message and "Downloading is turned off." in message
+
+
+def test_missing_directory_without_download(tmp_path):
+    with pytest.raises(data.DataError, match="missing in .*nowhere: train-images-idx3-ubyte") as err:
+        data.load_fashion_mnist(tmp_path / "nowhere", download=False)
+    assert all(name in str(err.value) for name in data.NAMES)
+    assert not (tmp_path / "nowhere").exists()
+
+
+class Response(io.BytesIO):
+    """What the fake ``urlopen`` serves; records whether the final file existed while it was read."""
+
+    def __init__(self, payload: bytes, final: Path, fail_after: int | None = None):
+        super().__init__(payload)
+        self.final, self.fail_after, self.final_seen = final, fail_after, []
+
+    def read(self, size=-1):
+        self.final_seen.append(self.final.exists())
+        if self.fail_after is not None and self.tell() >= self.fail_after:
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(min(size, 100) if size > 0 else size)
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Install a fake ``urlopen`` serving ``{url: bytes | exception | Response}``; returns the calls."""
+    calls = []
+
+    def install(table: dict):
+        def urlopen(url, timeout=None):
+            calls.append((url, timeout))
+            if url not in table:
+                raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+            item = table[url]
+            if isinstance(item, Exception):
+                raise item
+            return item if isinstance(item, Response) else io.BytesIO(item)
+
+        monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+        return calls
+
+    return install
+
+
+def checksums(monkeypatch, payloads: dict) -> None:
+    for name, payload in payloads.items():
+        monkeypatch.setitem(data.MD5, name, hashlib.md5(payload).hexdigest())
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part") or p.name.startswith("."))
+
+
+def test_download_lands_atomically(tmp_path, monkeypatch, serve):
+    name = "train-images-idx3-ubyte"
+    payload = gzip.compress(idx(images(3)))
+    checksums(monkeypatch, {name: payload})
+    final = tmp_path / "new" / f"{name}.gz"
+    response = Response(payload, final)
+    calls = serve({f"{M1}{name}.gz": response})
+    assert data.download(tmp_path / "new", [name], mirrors=(M1, M2), timeout=7) == [final]
+    assert calls == [(f"{M1}{name}.gz", 7)]
+    assert len(response.final_seen) > 5 and not any(response.final_seen)  # streamed; no final file meanwhile
+    assert final.read_bytes() == payload
+    assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
+    np.testing.assert_array_equal(data.read_idx(final), images(3))
+
+
+def test_load_downloads_only_missing_files(tmp_path, monkeypatch, serve):
+    arrays = make_set(tmp_path, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    payload = gzip.compress(idx(arrays["t10k-labels-idx1-ubyte"]))
+    checksums(monkeypatch, {"t10k-labels-idx1-ubyte": payload})
+    calls = serve({f"{data.MIRRORS[0]}t10k-labels-idx1-ubyte.gz": payload})
+    check_loaded(data.load_fashion_mnist(tmp_path), arrays)
+    assert calls == [(f"{data.MIRRORS[0]}t10k-labels-idx1-ubyte.gz", 30)]
+    assert (tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes() == payload
+
+
+def test_mirrors_are_the_public_ones():
+    assert data.MIRRORS == ("https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/")
+    assert data.MD5["train-images-idx3-ubyte"] == "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+    assert sorted(data.MD5) == sorted(data.NAMES)
+
+
+def test_bad_checksum_falls_back_to_second_mirror(tmp_path, monkeypatch, serve):
+    name = "t10k-images-idx3-ubyte"
+    good = gzip.compress(idx(images(3)))
+    checksums(monkeypatch, {name: good})
+    calls = serve({f"{M1}{name}.gz": gzip.compress(idx(images(3, seed=9))), f"{M2}{name}.gz": good})
+    data.download(tmp_path, [f"{name}.gz"], mirrors=(M1, M2))
+    assert [url for url, _ in calls] == [f"{M1}{name}.gz", f"{M2}{name}.gz"]
+    assert (tmp_path / f"{name}.gz").read_bytes() == good
+    assert leftovers(tmp_path) == []
+
+
+def test_broken_connection_falls_back_to_second_mirror(tmp_path, monkeypatch, serve):
+    name = "t10k-images-idx3-ubyte"
+    good = gzip.compress(idx(images(3)))
+    checksums(monkeypatch, {name: good})
+    final = tmp_path / f"{name}.gz"
+    serve({f"{M1}{name}.gz": Response(good, final, fail_after=300), f"{M2}{name}.gz": good})
+    data.download(tmp_path, [name], mirrors=(M1, M2))
+    assert final.read_bytes() == good and leftovers(tmp_path) == []
+
+
+def test_all_mirrors_bad_leaves_nothing(tmp_path, monkeypatch, serve):
+    name = "train-images-idx3-ubyte"
+    checksums(monkeypatch, {name: b"the real bytes"})
+    serve({f"{M1}{name}.gz": b"wrong bytes", f"{M2}{name}.gz": b"other wrong bytes"})
+    with pytest.raises(data.DataError) as err:
+        data.download(tmp_path, [name], mirrors=(M1, M2))
+    message = str(err.value)
+    assert f"could not download {name}.gz into {tmp_path.resolve()}" in message
+    assert f"{M1}{name}.gz: MD5 {hashlib.md5(b'wrong bytes').hexdigest()} is not the official" in message
+    assert f"{M2}{name}.gz: MD5 {hashlib.md5(b'other wrong bytes').hexdigest()} is not the official" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_fails_fast(tmp_path, serve):
+    make_set(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    calls = serve({url: urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+                   for url in (f"{m}train-images-idx3-ubyte.gz" for m in data.MIRRORS)})
+    start = time.monotonic()
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(tmp_path)
+    assert time.monotonic() - start < 1
+    message = str(err.value)
+    assert f"missing in {tmp_path.resolve()}: train-images-idx3-ubyte[.gz].\n" in message
+    assert "Downloading them failed: could not download" in message
+    assert "--data DIR" in message and "NIN_DATA" in message
+    assert message.count("Temporary failure in name resolution") == 2
+    assert [url for url, _ in calls] == [f"{m}train-images-idx3-ubyte.gz" for m in data.MIRRORS]
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{n}.gz" for n in data.NAMES if n != "train-images-idx3-ubyte")
+
+
+def test_download_refuses_unknown_names(tmp_path):
+    with pytest.raises(data.DataError, match="unknown Fashion-MNIST file.*cifar"):
+        data.download(tmp_path, ["cifar"])
+
+
+def test_real_fashion_mnist():
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"the real Fashion-MNIST files are not at {REAL_DATA} (only this checkout layout has them)")
+    (x_train, y_train), (x_test, y_test) = data.load_fashion_mnist(REAL_DATA, download=False)
+    assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
+    assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
+    assert {a.dtype for a in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}
+    assert np.bincount(y_train, minlength=10).tolist() == [6000] * 10
+    assert np.bincount(y_test, minlength=10).tolist() == [1000] * 10
+    assert y_train[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    assert y_test[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert x_train.min() == 0 and x_train.max() == 255
+    assert abs(x_train.mean() / 255 - 0.2860) < 0.001  # Fashion-MNIST's well-known mean
