@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import time
 
 import nin
-from nin import spec
+from nin import spec, training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, ImportError) as err:
-        print(f"nin {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, ImportError, OSError) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"nin {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
@@ -48,6 +51,54 @@ def summary(args: argparse.Namespace) -> int:
         print(f"{row['name']:<{width}}{shape:<24}{row['params']:>12,}")
     print(f"{'total':<{width}}{'':<24}{total:>12,}")
     return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train on Fashion-MNIST with the book's settings; write metrics, curves and a checkpoint each epoch."""
+    resume = args.resume is not None
+    if resume:
+        run = training.Run(args.resume, backend="")
+        _, meta = run.load()
+        config = meta["config"]
+        if args.backend not in (None, config["backend"]):
+            raise ValueError(f"{args.resume} was trained with --backend {config['backend']}; "
+                             f"resume it with that backend")
+        if args.epochs is not None:
+            config["epochs"] = args.epochs
+        out = args.resume
+    else:
+        if args.backend is None:
+            raise ValueError("name a backend with --backend (mxnet, torch or tf), or --resume RUN_DIR")
+        config = {"backend": args.backend, "epochs": args.epochs or 10, "lr": args.lr, "batch_size": args.batch_size,
+                  "resize": args.resize, "data": args.data, "limit_train": args.limit_train,
+                  "limit_test": args.limit_test, "seed": training.new_seed() if args.seed is None else args.seed,
+                  "init": training.check_init(args.init)}
+        out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if os.path.exists(os.path.join(out, training.CHECKPOINT)):
+            raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+    training.check_budget(config["epochs"], config["lr"])
+    spec.check_image_size(config["resize"], config["resize"])
+    backend = _backend(config["backend"])
+    train_iter, test_iter = backend.load_data_fashion_mnist(
+        config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
+        limit_test=config["limit_test"], seed=config["seed"])
+    net = new_model(backend)
+    run = training.Run(out, config["backend"], config)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
+    try:
+        history = backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
+                                init=config["init"], run=run, resume=resume, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
+              f"python -m nin train --resume {out}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"{len(history)} epochs in {out}: {training.METRICS}, {training.CURVES}, {training.CHECKPOINT}")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def new_model(backend, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS):
@@ -92,4 +143,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=spec.NUM_CLASSES)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=summary)
+
+    p = commands.add_parser("train", help="train on Fashion-MNIST with the book's settings")
+    p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
+    p.add_argument("--epochs", type=int, help="number of epochs in all (default 10, the book's)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--resize", type=int, default=spec.BOOK_RESIZE)
+    p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
+    p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--limit-test", type=int, metavar="N", help="test on the first N images only")
+    p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
+    p.add_argument("--init", choices=training.INITS, default="xavier",
+                   help="convolution weights: xavier (the book's) or kaiming (leaves the 2.303 plateau sooner)")
+    p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run after its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no closing lines")
+    p.set_defaults(run=train)
     return parser

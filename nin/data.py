@@ -228,3 +228,50 @@ def _read(path: Path, ndim: int) -> np.ndarray:
         kinds = {3: "images", 1: "labels"}
         raise DataError(f"{path.resolve()}: holds {kinds[array.ndim]}, expected {kinds[ndim]}; {_FIX}")
     return array
+
+
+def subset(split: Split, limit: int | None) -> Split:
+    """The first ``limit`` examples of ``split`` (all of them for ``None``)."""
+    if limit is None:
+        return split
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"a limit on the number of examples must be a positive integer, got {limit!r}")
+    return split[0][:limit], split[1][:limit]
+
+
+class BatchSampler:
+    """The index batches of one epoch, shuffled as a function of ``(seed, epoch)`` alone.
+
+    Any epoch can thus be replayed, after a resume too: the trainers call
+    :meth:`set_epoch` (as PyTorch's ``DistributedSampler.set_epoch``); a loop that does
+    not (``d2l.train_ch6``) still gets a new order every epoch, since each full pass
+    moves to the next epoch. The last batch may be smaller, as in the book.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.num_examples, self.batch_size, self.shuffle = num_examples, batch_size, shuffle
+        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.arange(self.num_examples)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_examples)
+        self.epoch += 1
+        for start in range(0, self.num_examples, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+
+def set_epoch(loader, epoch: int) -> None:
+    """Tell a loader made by a backend's ``load_data_fashion_mnist`` which epoch comes next."""
+    sampler = getattr(loader, "nin_sampler", None)
+    if sampler is not None:
+        sampler.set_epoch(epoch)

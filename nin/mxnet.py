@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy
 
-from nin import missing_framework, spec
+from nin import data, missing_framework, spec, training
 
 # MXNet 1.9.1, the last release, still uses ``numpy.bool``, which numpy 1.24 to 1.26
 # removed (numpy 2 brought it back): give it back before MXNet is imported.
@@ -33,14 +33,15 @@ if "bool" not in vars(numpy):
     numpy.bool = numpy.bool_
 
 try:
-    from mxnet import np, npx
+    import mxnet as mx
+    from mxnet import autograd, gluon, init, np, npx
     from mxnet.gluon import nn
 except ImportError as err:
     raise missing_framework("mxnet") from err
 
 npx.set_np()
 
-__all__ = ["nin_block", "NiN", "summary"]
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy"]
 
 
 def nin_block(num_channels: int, kernel_size: int, strides: int, padding: int) -> nn.HybridSequential:
@@ -109,6 +110,138 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
             "params": sum(p.data().size for p in layer.collect_params().values()),
         })
     return rows
+
+
+def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
+                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
+    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
+
+    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
+    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
+    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
+    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
+    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
+    """
+    if resize is not None:
+        spec.check_image_size(resize, resize)
+    train, test = data.load_fashion_mnist(root, download=download)
+    train, test = data.subset(train, limit_train), data.subset(test, limit_test)
+    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
+            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+
+
+def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
+          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
+          quiet: bool = False) -> list[dict]:
+    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+
+    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
+    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
+    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
+    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
+    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
+    """
+    training.check_budget(num_epochs, lr)
+    training.check_init(init)
+    device = device or (mx.gpu() if mx.context.num_gpus() else mx.cpu())
+    history, start = [], 0
+    if resume:
+        tensors, meta = run.load()
+        seed, init, history, start = meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+        _init_weights(net, init, device)
+        _set_weights(net, tensors)
+    else:
+        seed = training.new_seed() if seed is None else seed
+        mx.random.seed(seed)
+        _init_weights(net, init, device)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    for epoch in range(start, num_epochs):
+        mx.random.seed(training.epoch_seed(seed, epoch))
+        data.set_epoch(train_iter, epoch)
+        meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
+        for X, y in bar:
+            X, y = X.as_in_ctx(device), y.as_in_ctx(device)
+            with autograd.record():
+                y_hat = net(X)
+                l = loss(y_hat, y)
+            l.backward()
+            trainer.step(X.shape[0])
+            meter.add(l.sum(), (y_hat.argmax(axis=1).astype(y.dtype) == y).sum(), X.shape[0])
+            training.show(bar, meter)
+        meter.stop()
+        history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
+        if run is not None:
+            run.save(_get_weights(net), {"epoch": epoch, "seed": seed, "init": init, "lr": lr,
+                                         "optimizer": "sgd", "history": history})
+    if not quiet and history:
+        print(training.book_lines(history, str(device)))
+    return history
+
+
+def evaluate_accuracy(net, data_iter, device=None) -> float:
+    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
+    device = device or list(net.collect_params().values())[0].list_ctx()[0]
+    correct = total = 0
+    for X, y in data_iter:  # outside autograd.record(), Gluon's dropout is off
+        y_hat = net(X.as_in_ctx(device))
+        correct += int((y_hat.argmax(axis=1).astype(y.dtype) == y.as_in_ctx(device)).sum())
+        total += y.size
+    return correct / total
+
+
+def _batchify(samples, resize: int | None):
+    """Stack a batch, then convert and resize it at once: NHWC floats in [0, 1], resized, to NCHW."""
+    images = numpy.stack([image for image, _ in samples])
+    X = np.array(images[..., None], dtype="float32") / 255
+    if resize:
+        X = npx.image.resize(X, size=(resize, resize), interp=1)  # interp=1: bilinear
+    return X.transpose(0, 3, 1, 2), np.array([label for _, label in samples], dtype="int32")
+
+
+def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(*split), batch_sampler=sampler,
+                                   batchify_fn=lambda samples: _batchify(samples, resize))
+    loader.nin_sampler = sampler
+    return loader
+
+
+def _init_weights(net, init_name: str, device) -> None:
+    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU; zero biases (Gluon's default)."""
+    if init_name == "xavier":
+        initializer = init.Xavier()  # uniform, scale sqrt(6 / (fan_in + fan_out)): Glorot's
+    else:
+        initializer = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
+    net.initialize(initializer, ctx=device, force_reinit=True)
+    # Gluon defers the shapes to the first call; make them now, so that weights can be read and set.
+    net(np.zeros((1, net.in_channels, spec.min_image_size(net.num_classes), spec.min_image_size(net.num_classes)),
+                 ctx=device))
+
+
+def _convs(net):
+    """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
+    blocks = [m for m in net if isinstance(m, nn.HybridSequential)]
+    for b, block in enumerate(blocks):
+        for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2D)):
+            yield f"blocks.{b}.convs.{c}", conv
+
+
+def _get_weights(net) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: kernels O,I,kH,kW, as Gluon keeps them."""
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = conv.weight.data().asnumpy()
+        tensors[f"{name}.bias"] = conv.bias.data().asnumpy()
+    return tensors
+
+
+def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
+    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
+    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    for name, conv in _convs(net):
+        conv.weight.set_data(np.array(tensors[f"{name}.weight"]))
+        conv.bias.set_data(np.array(tensors[f"{name}.bias"]))
 
 
 _KINDS = {nn.HybridSequential: "nin_block", nn.MaxPool2D: "maxpool", nn.Dropout: "dropout",

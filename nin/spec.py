@@ -167,6 +167,40 @@ def total_params(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES)
     return total
 
 
+def weight_shapes(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> dict[str, tuple[int, ...]]:
+    """The canonical name and shape of every weight, in every backend's weights files.
+
+    ``blocks.{b}.convs.{c}.weight`` is ``(out, in, kH, kW)`` and ``blocks.{b}.convs.{c}.bias``
+    is ``(out,)``, for the ``b``-th NiN block and its ``c``-th convolution, in model order.
+    """
+    check_positive_int("in_channels", in_channels)
+    shapes = {}
+    blocks = [layer for layer in architecture(num_classes) if isinstance(layer, NinBlock)]
+    channels = in_channels
+    for b, block in enumerate(blocks):
+        for c, (i, o, k, _, _) in enumerate(block.convs(channels)):
+            shapes[f"blocks.{b}.convs.{c}.weight"] = (o, i, k, k)
+            shapes[f"blocks.{b}.convs.{c}.bias"] = (o,)
+        channels = block.out_channels
+    return shapes
+
+
+def check_weights(tensors: dict, in_channels: int, num_classes: int) -> None:
+    """Refuse weights whose names, shapes or dtype do not fit the model, saying which differ."""
+    expected = weight_shapes(in_channels, num_classes)
+    missing = [name for name in expected if name not in tensors]
+    extra = [name for name in tensors if name not in expected]
+    wrong = [f"{name} is {tuple(tensors[name].shape)}, the model's is {shape}" for name, shape in expected.items()
+             if name in tensors and tuple(tensors[name].shape) != shape]
+    dtypes = sorted({str(t.dtype) for t in tensors.values()} - {"float32"})
+    problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected: {', '.join(extra)}"] if extra else []) + wrong + (
+        [f"dtype {', '.join(dtypes)} where float32 is expected"] if dtypes else [])
+    if problems:
+        raise ValueError(f"these weights do not fit NiN(num_classes={num_classes}, in_channels={in_channels}): "
+                         + "; ".join(problems))
+
+
 def min_image_size(num_classes: int = NUM_CLASSES) -> int:
     """The smallest height (and width) for which every layer has an output of at least 1."""
     layers = architecture(num_classes)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 
-from nin import missing_framework, spec
+import numpy
+
+from nin import data, missing_framework, spec, training
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 try:
@@ -35,7 +37,7 @@ if keras.backend.backend() != "tensorflow":
     raise ImportError(f"the 'tf' backend needs Keras on TensorFlow, but Keras runs on "
                       f"{keras.backend.backend()!r}: unset KERAS_BACKEND or set it to 'tensorflow'")
 
-__all__ = ["nin_block", "NiN", "summary"]
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy"]
 
 
 def nin_block(num_channels: int, kernel_size: int, strides: int, padding: str) -> keras.Sequential:
@@ -108,6 +110,153 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
             "params": layer.count_params(),
         })
     return rows
+
+
+def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
+                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
+    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
+
+    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
+    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
+    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
+    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
+    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
+    """
+    if resize is not None:
+        spec.check_image_size(resize, resize)
+    train, test = data.load_fashion_mnist(root, download=download)
+    train, test = data.subset(train, limit_train), data.subset(test, limit_test)
+    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
+            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+
+
+def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
+          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
+          quiet: bool = False) -> list[dict]:
+    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+
+    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
+    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
+    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
+    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
+    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
+    """
+    training.check_budget(num_epochs, lr)
+    training.check_init(init)
+    device = device or _default_device()
+    history, start = [], 0
+    with tf.device(device):
+        if resume:
+            tensors, meta = run.load()
+            seed, init, history, start = meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+            _set_weights(net, tensors)
+        else:
+            seed = training.new_seed() if seed is None else seed
+            _init_weights(net, init, seed)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = keras.optimizers.SGD(learning_rate=lr)
+
+        @tf.function
+        def step(X, y):
+            with tf.GradientTape() as tape:
+                y_hat = net(X, training=True)
+                l = loss(y, y_hat)
+            optimizer.apply_gradients(zip(tape.gradient(l, net.trainable_variables), net.trainable_variables))
+            return l, y_hat
+
+        for epoch in range(start, num_epochs):
+            _seed_epoch(net, training.epoch_seed(seed, epoch))
+            data.set_epoch(train_iter, epoch)
+            meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
+            for X, y in bar:
+                l, y_hat = step(X, y)
+                correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
+                meter.add(l * X.shape[0], correct, X.shape[0])
+                training.show(bar, meter)
+            meter.stop()
+            history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
+            if run is not None:
+                run.save(_get_weights(net), {"epoch": epoch, "seed": seed, "init": init, "lr": lr,
+                                             "optimizer": "sgd", "history": history})
+    if not quiet and history:
+        print(training.book_lines(history, device))
+    return history
+
+
+def evaluate_accuracy(net, data_iter, device=None) -> float:
+    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
+    correct = total = 0
+    with tf.device(device or _default_device()):
+        for X, y in data_iter:
+            y_hat = net(X, training=False)
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32)))
+            total += int(tf.size(y))
+    return correct / total
+
+
+def _default_device() -> str:
+    return "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+
+
+def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    """A ``tf.data`` pipeline: index batches from ``sampler``, then one gather and resize per batch."""
+    images, labels = tf.constant(split[0]), tf.constant(split[1], dtype=tf.int32)
+
+    def batch(indices):
+        X = tf.cast(tf.gather(images, indices), tf.float32)[..., None] / 255  # NHWC
+        if resize:
+            X = tf.image.resize(X, (resize, resize), method="bilinear")
+        return X, tf.gather(labels, indices)
+
+    dataset = (tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=tf.TensorSpec((None,), tf.int64))
+               .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+               .apply(tf.data.experimental.assert_cardinality(len(sampler)))
+               .prefetch(tf.data.AUTOTUNE))
+    dataset.nin_sampler = sampler
+    return dataset
+
+
+def _init_weights(net, init: str, seed: int) -> None:
+    """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU; zero biases."""
+    seeds = keras.random.SeedGenerator(seed)
+    for _, conv in _convs(net):
+        initializer = keras.initializers.GlorotUniform if init == "xavier" else keras.initializers.HeUniform
+        conv.kernel.assign(initializer(seed=seeds)(conv.kernel.shape))
+        conv.bias.assign(numpy.zeros(conv.bias.shape, dtype="float32"))
+
+
+def _seed_epoch(net, seed: int) -> None:
+    """Seed TensorFlow, and Keras's dropout, whose generator keeps its own state in the model."""
+    keras.utils.set_random_seed(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.seed_generator.state.assign(numpy.array([seed, 0], dtype="int64"))
+
+
+def _convs(net):
+    """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
+    blocks = [m for m in net.layers if isinstance(m, keras.Sequential)]
+    for b, block in enumerate(blocks):
+        for c, conv in enumerate(m for m in block.layers if isinstance(m, keras.layers.Conv2D)):
+            yield f"blocks.{b}.convs.{c}", conv
+
+
+def _get_weights(net) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: Keras's kH,kW,I,O kernels become O,I,kH,kW."""
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = numpy.ascontiguousarray(conv.kernel.numpy().transpose(3, 2, 0, 1))
+        tensors[f"{name}.bias"] = conv.bias.numpy()
+    return tensors
+
+
+def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
+    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
+    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    for name, conv in _convs(net):
+        conv.kernel.assign(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
+        conv.bias.assign(tensors[f"{name}.bias"])
 
 
 def _keras_padding(block: spec.NinBlock) -> str:

@@ -16,15 +16,18 @@ PyTorch's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
-from nin import missing_framework, spec
+import numpy
+
+from nin import data, missing_framework, spec, training
 
 try:
     import torch
     from torch import nn
+    from torch.nn import functional as F
 except ImportError as err:
     raise missing_framework("torch") from err
 
-__all__ = ["nin_block", "NiN", "summary"]
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy"]
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: int,
@@ -96,6 +99,151 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
                 "params": sum(p.numel() for p in layer.parameters()),
             })
     return rows
+
+
+def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
+                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
+    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
+
+    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
+    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
+    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
+    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
+    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
+    """
+    if resize is not None:
+        spec.check_image_size(resize, resize)
+    train, test = data.load_fashion_mnist(root, download=download)
+    train, test = data.subset(train, limit_train), data.subset(test, limit_test)
+    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
+            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+
+
+def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
+          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
+          quiet: bool = False) -> list[dict]:
+    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+
+    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
+    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
+    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
+    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
+    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
+    """
+    training.check_budget(num_epochs, lr)
+    training.check_init(init)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    history, start = [], 0
+    if resume:
+        tensors, meta = run.load()
+        seed, init, history, start = meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+        _set_weights(net, tensors)
+    else:
+        seed = training.new_seed() if seed is None else seed
+        torch.manual_seed(seed)
+        _init_weights(net, init)
+    net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    for epoch in range(start, num_epochs):
+        torch.manual_seed(training.epoch_seed(seed, epoch))
+        data.set_epoch(train_iter, epoch)
+        meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
+        net.train()
+        for X, y in bar:
+            optimizer.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            l = loss(y_hat, y)
+            l.backward()
+            optimizer.step()
+            with torch.no_grad():
+                meter.add(l * X.shape[0], (y_hat.argmax(dim=1) == y).sum(), X.shape[0])
+            training.show(bar, meter)
+        meter.stop()
+        history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
+        if run is not None:
+            run.save(_get_weights(net), {"epoch": epoch, "seed": seed, "init": init, "lr": lr,
+                                         "optimizer": "sgd", "history": history})
+    if not quiet and history:
+        print(training.book_lines(history, str(device)))
+    return history
+
+
+def evaluate_accuracy(net, data_iter, device=None) -> float:
+    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
+    net.eval()
+    device = next(net.parameters()).device if device is None else device
+    correct = total = 0
+    with torch.no_grad():
+        for X, y in data_iter:
+            correct += int((net(X.to(device)).argmax(dim=1) == y.to(device)).sum())
+            total += y.numel()
+    return correct / total
+
+
+class _Batches(torch.utils.data.Dataset):
+    """A split whose items are whole batches: ``dataset[indices]`` resizes them in one call."""
+
+    def __init__(self, split: data.Split, resize: int | None):
+        self.images, self.labels = torch.from_numpy(split[0]), torch.from_numpy(split[1]).long()
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        indices = torch.from_numpy(indices)
+        X = self.images[indices].unsqueeze(1).float() / 255  # NCHW
+        if self.resize:
+            X = F.interpolate(X, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return X, self.labels[indices]
+
+
+def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    # batch_size=None: the sampler yields whole index batches, and the dataset resizes each at once.
+    loader = torch.utils.data.DataLoader(_Batches(split, resize), sampler=sampler, batch_size=None)
+    loader.nin_sampler = sampler
+    return loader
+
+
+def _init_weights(net, init: str) -> None:
+    """The book's Xavier-uniform convolution weights (biases as PyTorch made them), or Kaiming-uniform
+    weights for ReLU with zero biases."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            if init == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+
+def _convs(net):
+    """``(canonical name, Conv2d)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
+    blocks = [m for m in net if isinstance(m, nn.Sequential)]
+    for b, block in enumerate(blocks):
+        for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2d)):
+            yield f"blocks.{b}.convs.{c}", conv
+
+
+def _get_weights(net) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: kernels O,I,kH,kW, as PyTorch keeps them."""
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = conv.weight.detach().cpu().numpy().copy()
+        tensors[f"{name}.bias"] = conv.bias.detach().cpu().numpy().copy()
+    return tensors
+
+
+def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
+    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
+    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    with torch.no_grad():
+        for name, conv in _convs(net):
+            conv.weight.copy_(torch.from_numpy(tensors[f"{name}.weight"]))
+            conv.bias.copy_(torch.from_numpy(tensors[f"{name}.bias"]))
 
 
 _KINDS = {nn.Sequential: "nin_block", nn.MaxPool2d: "maxpool", nn.Dropout: "dropout",

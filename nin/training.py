@@ -1,0 +1,203 @@
+"""What every backend's trainer shares, with no framework: seeds, epoch records, the
+progress bar, the book's closing lines, and a run directory (metrics, curves, checkpoint).
+
+The backends' ``train`` functions follow the book's ``train_ch6`` (d2l.ai, section
+"Network in Network"): Xavier-uniform initialization of the convolution weights, plain
+SGD, mean cross-entropy, and per epoch the train loss, train accuracy, test accuracy and
+training examples per second. Beyond the book, a run is repeatable and resumable:
+
+- every epoch starts by seeding the framework's random generators from
+  :func:`epoch_seed` ``(seed, epoch)``, so the shuffling and dropout of epoch ``k`` do
+  not depend on whether epochs ``0..k-1`` ran in this process or before a resume;
+- after every epoch, :class:`Run` writes ``checkpoint.safetensors`` (weights in the
+  canonical layout of :mod:`nin.spec` names, plus epoch, seed, optimizer settings and
+  the records so far), ``metrics.json`` and ``curves.png``, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+INITS = ("xavier", "kaiming")
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.json"
+CURVES = "curves.png"
+RECORD_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
+
+
+def new_seed() -> int:
+    """A fresh seed for a run that was given none (it is stored, so resuming repeats it)."""
+    return secrets.randbelow(2**31)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed epoch ``epoch`` starts from: a function of the run's seed and the epoch alone."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+
+
+def check_init(init: str) -> str:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    return init
+
+
+def check_budget(num_epochs: int, lr: float) -> None:
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ValueError(f"num_epochs must be a positive integer, got {num_epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+
+
+class Meter:
+    """Sums of loss, correct predictions and examples over an epoch's training pass, and its
+    wall time (data loading included, test evaluation not), from creation to :meth:`stop`."""
+
+    def __init__(self):
+        self.loss = self.correct = 0.0
+        self.examples = 0
+        self.seconds = 0.0
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+    def add(self, loss_sum: float, correct: float, examples: int) -> None:
+        """Add one batch; ``loss_sum`` is the batch's summed (not mean) loss."""
+        self.loss += float(loss_sum)
+        self.correct += float(correct)
+        self.examples += int(examples)
+
+    def record(self, epoch: int, test_acc: float) -> dict:
+        """The epoch's record, as it goes into ``metrics.json``."""
+        return {"epoch": epoch, "train_loss": self.loss / self.examples, "train_acc": self.correct / self.examples,
+                "test_acc": float(test_acc), "examples_per_sec": self.examples / self.seconds,
+                "seconds": self.seconds}
+
+
+def progress(iterable, epoch: int, num_epochs: int, quiet: bool):
+    """A tqdm bar over one epoch's batches; off with ``quiet`` or when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, unit="batch",
+                disable=quiet or not sys.stderr.isatty())
+
+
+def show(bar, meter: Meter) -> None:
+    """Live loss and accuracy on the bar."""
+    if not bar.disable and meter.examples:
+        bar.set_postfix(loss=f"{meter.loss / meter.examples:.3f}", acc=f"{meter.correct / meter.examples:.3f}")
+
+
+def book_lines(history: list[dict], device: str) -> str:
+    """The book's two closing lines: the last epoch's numbers, and the run's examples per second."""
+    last = history[-1]
+    examples = sum(r["examples_per_sec"] * r["seconds"] for r in history)
+    speed = examples / sum(r["seconds"] for r in history)
+    return (f"loss {last['train_loss']:.3f}, train acc {last['train_acc']:.3f}, test acc {last['test_acc']:.3f}\n"
+            f"{speed:.1f} examples/sec on {device}")
+
+
+class Run:
+    """A run directory: ``checkpoint.safetensors``, ``metrics.json`` and ``curves.png``.
+
+    Args:
+        directory: where the files go (created if needed).
+        backend: the backend's name, kept in the checkpoint.
+        config: how the run was started (the command line's settings), kept in the checkpoint
+            so that a resumed run goes on with the same data, batch size and seed.
+    """
+
+    def __init__(self, directory: str | os.PathLike, backend: str, config: dict | None = None):
+        self.directory = Path(directory)
+        self.backend = backend
+        self.config = config or {}
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / CHECKPOINT
+
+    def load(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The checkpoint's tensors and its metadata (``epoch``, ``seed``, ``history``, ...).
+
+        Raises:
+            ValueError: when there is no checkpoint, or it cannot be read.
+        """
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        if not self.checkpoint.is_file():
+            raise ValueError(f"no checkpoint to resume from: {self.checkpoint} does not exist "
+                             f"(start a run with --out {self.directory})")
+        try:
+            data = self.checkpoint.read_bytes()
+            tensors = load(data)
+            meta = _metadata(data)
+            meta = {key: json.loads(value) for key, value in meta.items()}
+        except (SafetensorError, ValueError, OSError) as err:
+            raise ValueError(f"{self.checkpoint} is not a readable nin checkpoint ({err}); "
+                             f"start a new run with --out") from err
+        return tensors, meta
+
+    def save(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
+        """Write the checkpoint, then the metrics and the curves, each file atomically."""
+        from safetensors.numpy import save
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = {**meta, "backend": self.backend, "config": self.config}
+        blob = save(tensors, metadata={key: json.dumps(value) for key, value in meta.items()})
+        atomic_write(self.checkpoint, blob)
+        history = meta["history"]
+        atomic_write(self.directory / METRICS, (json.dumps(history, indent=1) + "\n").encode())
+        atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def curves_png(history: list[dict], title: str = "NiN") -> bytes:
+    """The book's plot (train loss, train accuracy, test accuracy per epoch) as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 3.2), dpi=100)
+    ax = fig.subplots()
+    epochs = [r["epoch"] + 1 for r in history]
+    for key, style in (("train_loss", "-"), ("train_acc", "m--"), ("test_acc", "g-.")):
+        ax.plot(epochs, [r[key] for r in history], style, label=key.replace("_", " "), marker="o", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    ax.grid(True)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob (its JSON header)."""
+    size = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + size]).get("__metadata__", {})
