@@ -135,9 +135,10 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
           quiet: bool = False) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
-    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
-    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
+    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
+    train loss, train accuracy, test accuracy and examples per second; at the end the book's
+    two lines (unless ``quiet``).
     Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
@@ -149,7 +150,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     if resume:
         tensors, meta = run.load()
         seed, init, history, start = meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
-        _init_weights(net, init, device)
+        net.initialize(ctx=device, force_reinit=True)
         _set_weights(net, tensors)
     else:
         seed = training.new_seed() if seed is None else seed
@@ -207,16 +208,23 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
     return loader
 
 
-def _init_weights(net, init_name: str, device) -> None:
-    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU; zero biases (Gluon's default)."""
-    if init_name == "xavier":
-        initializer = init.Xavier()  # uniform, scale sqrt(6 / (fan_in + fan_out)): Glorot's
+def _init_weights(net, init_name: str | None, device) -> None:
+    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default);
+    None keeps the weights."""
+    if init_name is None:
+        net.collect_params().reset_ctx(device)
     else:
-        initializer = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
-    net.initialize(initializer, ctx=device, force_reinit=True)
-    # Gluon defers the shapes to the first call; make them now, so that weights can be read and set.
-    net(np.zeros((1, net.in_channels, spec.min_image_size(net.num_classes), spec.min_image_size(net.num_classes)),
-                 ctx=device))
+        scale = {"xavier": init.Xavier(),  # uniform, sqrt(6 / (fan_in + fan_out)): Glorot's
+                 "kaiming": init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)}  # sqrt(6 / fan_in)
+        net.initialize(scale[init_name], ctx=device, force_reinit=True)
+    _materialize(net)
+
+
+def _materialize(net) -> None:
+    """Gluon defers parameter shapes to the first call: make one now, so that weights can be read and set."""
+    size = spec.min_image_size(net.num_classes)
+    device = list(net.collect_params().values())[0].list_ctx()[0]
+    net(np.zeros((1, net.in_channels, size, size), ctx=device))
 
 
 def _convs(net):
@@ -239,6 +247,7 @@ def _get_weights(net) -> dict[str, numpy.ndarray]:
 def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
     """Load canonical weights; checks all of them first, so a refused file changes nothing."""
     spec.check_weights(tensors, net.in_channels, net.num_classes)
+    _materialize(net)
     for name, conv in _convs(net):
         conv.weight.set_data(np.array(tensors[f"{name}.weight"]))
         conv.bias.set_data(np.array(tensors[f"{name}.bias"]))

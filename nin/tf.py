@@ -135,9 +135,10 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
           quiet: bool = False) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
-    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
-    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
+    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
+    train loss, train accuracy, test accuracy and examples per second; at the end the book's
+    two lines (unless ``quiet``).
     Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
@@ -162,7 +163,8 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
             with tf.GradientTape() as tape:
                 y_hat = net(X, training=True)
                 l = loss(y, y_hat)
-            optimizer.apply_gradients(zip(tape.gradient(l, net.trainable_variables), net.trainable_variables))
+            grads = tape.gradient(l, net.trainable_variables)
+            optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
             return l, y_hat
 
         for epoch in range(start, num_epochs):
@@ -217,10 +219,11 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
     return dataset
 
 
-def _init_weights(net, init: str, seed: int) -> None:
-    """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU; zero biases."""
+def _init_weights(net, init: str | None, seed: int) -> None:
+    """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU, and zero
+    biases; None keeps the weights."""
     seeds = keras.random.SeedGenerator(seed)
-    for _, conv in _convs(net):
+    for _, conv in _convs(net) if init is not None else ():
         initializer = keras.initializers.GlorotUniform if init == "xavier" else keras.initializers.HeUniform
         conv.kernel.assign(initializer(seed=seeds)(conv.kernel.shape))
         conv.bias.assign(numpy.zeros(conv.bias.shape, dtype="float32"))
@@ -230,7 +233,7 @@ def _seed_epoch(net, seed: int) -> None:
     """Seed TensorFlow, and Keras's dropout, whose generator keeps its own state in the model."""
     keras.utils.set_random_seed(seed)
     for layer in net.layers:
-        if isinstance(layer, keras.layers.Dropout):
+        if isinstance(layer, keras.layers.Dropout) and layer.rate > 0:  # rate 0 makes no generator
             layer.seed_generator.state.assign(numpy.array([seed, 0], dtype="int64"))
 
 

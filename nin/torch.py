@@ -124,9 +124,10 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
           quiet: bool = False) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    The book's way: ``init`` ("xavier", the book's, or "kaiming") for the convolution weights,
-    plain SGD at ``lr``, mean cross-entropy; per epoch the train loss, train accuracy, test
-    accuracy and examples per second; at the end the book's two lines (unless ``quiet``).
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
+    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
+    train loss, train accuracy, test accuracy and examples per second; at the end the book's
+    two lines (unless ``quiet``).
     Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
@@ -208,16 +209,21 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
     return loader
 
 
-def _init_weights(net, init: str) -> None:
-    """The book's Xavier-uniform convolution weights (biases as PyTorch made them), or Kaiming-uniform
-    weights for ReLU with zero biases."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            if init == "xavier":
-                nn.init.xavier_uniform_(m.weight)
-            else:
-                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+def _init_weights(net, init: str | None) -> None:
+    """The book's Xavier-uniform convolution weights, or Kaiming-uniform weights for ReLU with zero
+    biases; None keeps the weights. For "xavier" the biases are drawn as PyTorch draws them when it
+    builds the model, first, so that a seeded run is the book's ``torch.manual_seed(seed)``, then
+    ``NiN()``, then ``train_ch6``."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    if init == "xavier":
+        for m in convs:
+            m.reset_parameters()
+        for m in convs:
+            nn.init.xavier_uniform_(m.weight)
+    elif init == "kaiming":
+        for m in convs:
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
 
 
 def _convs(net):

@@ -43,8 +43,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
 
 
-def check_init(init: str) -> str:
-    if init not in INITS:
+def check_init(init: str | None) -> str | None:
+    """``init`` is one of :data:`INITS`, or ``None`` to train the weights the model has now."""
+    if init is not None and init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     return init
 

@@ -78,3 +78,93 @@ _NUM_PARAMS = {
     "torch": lambda net: sum(p.numel() for p in net.parameters()),
     "tf": lambda net: net.count_params(),
 }
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A framework's tensor as a numpy array."""
+    return tensor.asnumpy() if hasattr(tensor, "asnumpy") else tensor.numpy()
+
+
+def to_numpy_nchw(name: str, X) -> np.ndarray:
+    """A batch from a backend's loader as a numpy NCHW array."""
+    X = to_numpy(X)
+    return X.transpose(0, 3, 1, 2) if name == "tf" else X
+
+
+def weights(name: str, net) -> dict[str, np.ndarray]:
+    """The model's weights in the canonical layout (the backend's own conversion)."""
+    import nin
+
+    return nin.backend(name)._get_weights(net)
+
+
+def book_train(name: str, net, train_iter, num_epochs: int, lr: float) -> None:
+    """The book's ``train_ch6`` training loop, as d2l.ai writes it, without its plots and timers."""
+    _BOOK_TRAIN[name](net, train_iter, num_epochs, lr)
+
+
+def _book_train_torch(net, train_iter, num_epochs, lr):
+    import torch
+    from torch import nn
+
+    def init_weights(m):
+        if type(m) == nn.Linear or type(m) == nn.Conv2d:  # noqa: E721 (the book's test)
+            nn.init.xavier_uniform_(m.weight)
+    net.apply(init_weights)
+    device = torch.device("cpu")
+    net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    for _ in range(num_epochs):
+        net.train()
+        for X, y in train_iter:
+            optimizer.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            l = loss(y_hat, y)
+            l.backward()
+            optimizer.step()
+
+
+def _book_train_mxnet(net, train_iter, num_epochs, lr):
+    import mxnet as mx
+    from mxnet import autograd, gluon, init
+
+    device = mx.cpu()
+    net.initialize(force_reinit=True, ctx=device, init=init.Xavier())
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    for _ in range(num_epochs):
+        for X, y in train_iter:
+            X, y = X.as_in_ctx(device), y.as_in_ctx(device)
+            with autograd.record():
+                y_hat = net(X)
+                l = loss(y_hat, y)
+            l.backward()
+            trainer.step(X.shape[0])
+
+
+def _book_train_tf(net, train_iter, num_epochs, lr):
+    # d2l's TensorFlow train_ch6 compiles the model and calls fit (its callback only plots and times).
+    import tensorflow as tf
+
+    optimizer = tf.keras.optimizers.SGD(learning_rate=lr)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    net.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    net.fit(train_iter, epochs=num_epochs, verbose=0)
+
+
+_BOOK_TRAIN = {"mxnet": _book_train_mxnet, "torch": _book_train_torch, "tf": _book_train_tf}
+
+
+def seed(name: str, value: int) -> None:
+    """Seed the framework's global random generator, as the trainers do before initializing."""
+    if name == "torch":
+        import torch
+        torch.manual_seed(value)
+    elif name == "mxnet":
+        import mxnet
+        mxnet.random.seed(value)
+    else:
+        import keras
+        keras.utils.set_random_seed(value)

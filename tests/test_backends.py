@@ -45,7 +45,7 @@ def test_builder_defaults_are_the_books(backend):
 
 
 def test_every_parameter_gets_a_gradient(backend_name, backend):
-    _seed(backend_name, 0)
+    frameworks.seed(backend_name, 0)
     net = new_model(backend, num_classes=10, in_channels=1)
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(4, 1, 96, 96)).astype(np.float32)
@@ -103,15 +103,3 @@ def _initialized(net):
     if hasattr(net, "initialize"):
         net.initialize()
     return net
-
-
-def _seed(name, seed):
-    if name == "torch":
-        import torch
-        torch.manual_seed(seed)
-    elif name == "mxnet":
-        import mxnet
-        mxnet.random.seed(seed)
-    else:
-        import keras
-        keras.utils.set_random_seed(seed)

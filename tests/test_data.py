@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakedata import idx, images, labels, make_set, write
 
 from nin import data
 
@@ -34,38 +35,6 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.delenv("NIN_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-def idx(array: np.ndarray, magic: int | None = None) -> bytes:
-    """Valid IDX bytes for a uint8 array (3-d images or 1-d labels), unless ``magic`` says otherwise."""
-    magic = {3: 0x803, 1: 0x801}[array.ndim] if magic is None else magic
-    dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes()
-
-
-def images(n: int, seed: int = 0, size: tuple[int, int] = (28, 28)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, *size), dtype=np.uint8)
-
-
-def labels(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 10, n, dtype=np.uint8)
-
-
-def write(path: Path, payload: bytes, gz: bool) -> Path:
-    path = path.with_name(path.name + ".gz") if gz else path
-    path.write_bytes(gzip.compress(payload) if gz else payload)
-    return path
-
-
-def make_set(directory: Path, gz: bool = True, n_train: int = 6, n_test: int = 4, seed: int = 0) -> dict:
-    """The four files of a tiny valid Fashion-MNIST in ``directory``; returns the arrays by file name."""
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for (x_name, y_name), n in zip(data.FILES.values(), (n_train, n_test), strict=True):
-        arrays[x_name], arrays[y_name] = images(n, seed + n), labels(n, seed + n)
-        for name in (x_name, y_name):
-            write(directory / name, idx(arrays[name]), gz)
-    return arrays
 
 
 def check_loaded(loaded, arrays: dict) -> None:

@@ -33,8 +33,8 @@ def _public(name: str) -> dict:
             func = node
             if isinstance(node, ast.ClassDef):
                 func = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-            args = [a.arg for a in func.args.args if a.arg != "self"]
-            defaults = [ast.unparse(d) for d in func.args.defaults]
+            args = [a.arg for a in func.args.args + func.args.kwonlyargs if a.arg != "self"]
+            defaults = [ast.unparse(d) for d in func.args.defaults + func.args.kw_defaults if d is not None]
             api[node.name] = (args, defaults, ast.get_docstring(node))
     return api
 

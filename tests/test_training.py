@@ -1,0 +1,168 @@
+"""Each backend's Fashion-MNIST loader and trainer: batches, the book's update rule, seeds,
+checkpoints and resume. Small synthetic IDX files, 67x67 images: seconds per backend."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import frameworks
+import numpy as np
+import pytest
+from fakedata import make_set
+
+from nin import data, spec, training
+
+N_TRAIN, N_TEST, BATCH = 48, 40, 16
+SIZE = spec.min_image_size()
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """A tiny Fashion-MNIST: 48 training and 40 test images (random pixels and labels)."""
+    return tmp_path / "data", make_set(tmp_path / "data", n_train=N_TRAIN, n_test=N_TEST)
+
+
+def _loaders(backend, root, resize=SIZE, seed=0):
+    return backend.load_data_fashion_mnist(BATCH, resize=resize, root=root, seed=seed)
+
+
+def test_batches_shapes_dtypes_and_values(backend_name, backend, fake):
+    root, arrays = fake
+    train_iter, test_iter = backend.load_data_fashion_mnist(BATCH, root=root)  # no resize: 28x28
+    assert (len(train_iter), len(test_iter)) == (3, 3)
+    batches = list(test_iter)
+    assert [len(y) for _, y in batches] == [16, 16, 8]  # the last batch is smaller, as in the book
+    X, y = batches[0]
+    X_nchw = frameworks.to_numpy_nchw(backend_name, X)
+    native = (16, 28, 28, 1) if backend_name == "tf" else (16, 1, 28, 28)
+    assert tuple(X.shape) == native and X_nchw.dtype == np.float32
+    np.testing.assert_allclose(X_nchw[:, 0], arrays["t10k-images-idx3-ubyte"][:16] / 255, rtol=1e-6)
+    y = frameworks.to_numpy(y)
+    assert np.issubdtype(y.dtype, np.integer)
+    np.testing.assert_array_equal(y, arrays["t10k-labels-idx1-ubyte"][:16])
+
+
+def test_resized_batches(backend_name, backend, fake):
+    train_iter, _ = _loaders(backend, fake[0], resize=96)
+    X, _ = next(iter(train_iter))
+    X = frameworks.to_numpy_nchw(backend_name, X)
+    assert X.shape == (16, 1, 96, 96) and X.dtype == np.float32
+    assert 0 <= X.min() and X.max() <= 1 and X.std() > 0.1  # bilinear resizing of random pixels
+
+
+def test_training_order_is_shuffled_per_epoch_and_replayable(backend_name, backend, fake):
+    train_iter, test_iter = _loaders(backend, fake[0], resize=None)
+
+    def labels(loader):
+        return np.concatenate([frameworks.to_numpy(y) for _, y in loader])
+
+    data.set_epoch(train_iter, 0)
+    first, second = labels(train_iter), labels(train_iter)
+    data.set_epoch(train_iter, 0)
+    again = labels(train_iter)
+    assert sorted(first) == sorted(fake[1]["train-labels-idx1-ubyte"])
+    assert (first != second).any() and (first == again).all()
+    assert (labels(test_iter) == fake[1]["t10k-labels-idx1-ubyte"]).all()  # the test data is not shuffled
+
+
+def test_too_small_resize_is_refused(backend, fake):
+    with pytest.raises(ValueError, match="28x28 are too small.*67x67.*resize=224"):
+        backend.load_data_fashion_mnist(BATCH, resize=28, root=fake[0])
+
+
+def test_bad_budget_and_init_are_refused(backend, fake):
+    train_iter, test_iter = _loaders(backend, fake[0])
+    net = backend.NiN()
+    for kwargs, match in (({"num_epochs": 0}, "num_epochs"), ({"lr": 0.0}, "lr must be positive"),
+                          ({"init": "he"}, "unknown init 'he'; choose one of xavier, kaiming")):
+        args = {"num_epochs": 1, "lr": 0.1, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            backend.train(net, train_iter, test_iter, args.pop("num_epochs"), args.pop("lr"), quiet=True, **args)
+
+
+def test_trainer_updates_weights_as_the_books_loop(backend_name, backend, fake):
+    """One epoch on the same unshuffled data, dropout off: nin's trainer and the book's loop end
+    with the same weights. PyTorch and Gluon: the book seeds, builds the model and trains, nin's
+    trainer gets the seed (so Xavier draws the same weights). Keras, whose book code keeps the
+    weights the model was built with: both start from a copy."""
+    _, test_iter = _loaders(backend, fake[0])  # unshuffled: the same order for both
+    frameworks.seed(backend_name, 7)
+    book_net = backend.NiN(dropout=0)
+    nin_net = backend.NiN(dropout=0)
+    init = "xavier"
+    if backend_name == "tf":
+        backend._set_weights(nin_net, backend._get_weights(book_net))
+        init = None
+    frameworks.seed(backend_name, 7)
+    if backend_name == "torch":
+        book_net = backend.NiN(dropout=0)  # built right after the seed, as in the book's script
+    frameworks.book_train(backend_name, book_net, test_iter, 1, 0.1)
+    backend.train(nin_net, test_iter, test_iter, 1, 0.1, seed=7, init=init, quiet=True)
+    assert_same_weights(frameworks.weights(backend_name, book_net), frameworks.weights(backend_name, nin_net))
+
+
+def test_seeded_runs_repeat(backend_name, backend, fake):
+    runs = []
+    for _ in range(2):
+        train_iter, test_iter = _loaders(backend, fake[0], seed=5)
+        net = backend.NiN()
+        history = backend.train(net, train_iter, test_iter, 2, 0.05, seed=11, quiet=True)
+        runs.append((_numbers(history), frameworks.weights(backend_name, net)))
+    assert runs[0][0] == runs[1][0]
+    assert_same_weights(runs[0][1], runs[1][1], rtol=0)
+
+
+def test_resumed_run_equals_uninterrupted(backend_name, backend, fake, tmp_path):
+    """Dropout on (0.5), shuffled data: epoch 2 after a resume is epoch 2 of a straight run."""
+    straight, resumed = (training.Run(tmp_path / name, backend_name) for name in ("straight", "resumed"))
+    train_iter, test_iter = _loaders(backend, fake[0], seed=5)
+    net = backend.NiN()
+    full = backend.train(net, train_iter, test_iter, 3, 0.05, seed=11, run=straight, quiet=True)
+    train_iter, test_iter = _loaders(backend, fake[0], seed=5)
+    backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, seed=11, run=resumed, quiet=True)
+    train_iter, test_iter = _loaders(backend, fake[0], seed=5)  # a new process would build new ones
+    later = backend.NiN()
+    history = backend.train(later, train_iter, test_iter, 3, 0.05, run=resumed, resume=True, quiet=True)
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert _numbers(history) == _numbers(full)
+    assert_same_weights(frameworks.weights(backend_name, net), frameworks.weights(backend_name, later), rtol=0)
+    tensors, meta = resumed.load()
+    assert meta["epoch"] == 2 and meta["seed"] == 11 and meta["backend"] == backend_name
+    assert set(tensors) == set(spec.weight_shapes())
+
+
+def test_run_directory_files(backend_name, backend, fake, tmp_path):
+    run = training.Run(tmp_path / "run", backend_name)
+    train_iter, test_iter = _loaders(backend, fake[0])
+    history = backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, seed=1, run=run, quiet=True)
+    metrics = json.loads((tmp_path / "run" / training.METRICS).read_text())
+    assert metrics == history and len(metrics) == 1
+    assert tuple(metrics[0]) == training.RECORD_KEYS
+    record = metrics[0]
+    assert 0 <= record["train_acc"] <= 1 and 0 <= record["test_acc"] <= 1 and record["train_loss"] > 0
+    assert record["examples_per_sec"] == pytest.approx(N_TRAIN / record["seconds"])
+    assert (tmp_path / "run" / training.CURVES).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(tmp_path / "run")) == sorted([training.CHECKPOINT, training.METRICS, training.CURVES])
+
+
+def test_book_closing_lines(backend_name, backend, fake, capsys):
+    train_iter, test_iter = _loaders(backend, fake[0])
+    history = backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, seed=1)
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    r = history[-1]
+    assert lines[0] == f"loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}, test acc {r['test_acc']:.3f}"
+    assert lines[1].startswith(f"{r['examples_per_sec']:.1f} examples/sec on ")
+
+
+def assert_same_weights(a: dict, b: dict, rtol: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        scale = np.abs(a[name]).max()
+        diff = np.abs(a[name] - b[name]).max()
+        assert diff <= rtol * scale, f"{name}: max difference {diff:.3g} > {rtol} x {scale:.3g}"
+
+
+def _numbers(history):
+    """A run's records without its timings."""
+    return [{k: v for k, v in r.items() if k not in ("examples_per_sec", "seconds")} for r in history]
