@@ -69,10 +69,18 @@ def train(args: argparse.Namespace) -> int:
     else:
         if args.backend is None:
             raise ValueError("name a backend with --backend (mxnet, torch or tf), or --resume RUN_DIR")
-        config = {"backend": args.backend, "epochs": args.epochs or 10, "lr": args.lr, "batch_size": args.batch_size,
-                  "resize": args.resize, "data": args.data, "limit_train": args.limit_train,
-                  "limit_test": args.limit_test, "seed": training.new_seed() if args.seed is None else args.seed,
-                  "init": training.check_init(args.init)}
+        config = {
+            "backend": args.backend,
+            "epochs": 10 if args.epochs is None else args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "resize": args.resize,
+            "data": args.data,
+            "limit_train": args.limit_train,
+            "limit_test": args.limit_test,
+            "seed": training.new_seed() if args.seed is None else args.seed,
+            "init": args.init,
+        }
         out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
             raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
