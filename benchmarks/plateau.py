@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--backends", default="mxnet,torch,tf")
     p.add_argument("--inits", default="xavier,kaiming")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--diag-seeds", help="seeds for the (cheap) init diagnostic; default: --seeds")
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--limit-train", type=int, default=1024)
     p.add_argument("--limit-test", type=int, default=512)
@@ -133,8 +134,9 @@ def worker(args):
                                                limit_test=DIAG_BATCH, download=False)
     X, y = next(iter(diag_iter))
     y = np.asarray(y.asnumpy() if hasattr(y, "asnumpy") else y).astype(int)
+    diag_seeds = [int(s) for s in (args.diag_seeds or args.seeds).split(",")]
     for init in inits:
-        for seed in seeds:
+        for seed in diag_seeds:
             result["diagnostics"].append(diagnose(backend, mod, init, seed, X, y))
 
     steps_per_epoch = math.ceil(args.limit_train / args.batch_size)
@@ -186,21 +188,24 @@ def tables(results, args):
                          f"| {plateau_cell(min(steps), budget)} | {plateau_cell(max(steps), budget)} "
                          f"| {statistics.median(accs):.3f} | {', '.join(f'{a:.2f}' for a in accs)} |")
     lines += ["", f"At init (no training): {DIAG_BATCH} test images resized to {DIAG_RESIZE}, inference mode, "
-              f"mean over seeds {args.seeds}. RMS of each block's output and of the logits; spread = std of "
-              "the logits across the 10 classes; zero = fraction of logits exactly 0; dead = fraction of "
-              "class units that are 0 for every image; loss = cross-entropy (ln 10 = 2.303).", "",
-              "| backend | init | block 1 | block 2 | block 3 | block 4 | logits | spread | zero | dead | loss |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              f"mean over seeds {args.diag_seeds or args.seeds}. RMS of each block's output and of the logits; "
+              "spread = std of the logits across the 10 classes; zero = fraction of logits exactly 0; "
+              "dead = fraction of class units that are 0 for every image; "
+              "all dead = seeds whose 10 class units are all dead; loss = cross-entropy (ln 10 = 2.303).", "",
+              "| backend | init | block 1 | block 2 | block 3 | block 4 | logits | spread | zero | dead | all dead "
+              "| loss |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in results:
         for init in args.inits.split(","):
             ds = [d for d in res["diagnostics"] if d["init"] == init]
             if not ds:
                 continue
-            mean = lambda key: statistics.mean(d[key] for d in ds)  # noqa: E731
+            mean = lambda key, ds=ds: statistics.mean(d[key] for d in ds)  # noqa: E731
             rms = [statistics.mean(d["block_rms"][i] for d in ds) for i in range(4)]
             lines.append(f"| {res['backend']} | {init} | " + " | ".join(f"{v:.2e}" for v in rms)
                          + f" | {mean('logit_rms'):.2e} | {mean('logit_spread'):.2e} | {mean('zero_logits'):.2f} "
-                         f"| {mean('dead_units'):.2f} | {mean('loss'):.4f} |")
+                         f"| {mean('dead_units'):.2f} | {sum(d['dead_units'] == 1 for d in ds)}/{len(ds)} "
+                         f"| {mean('loss'):.4f} |")
     return "\n".join(lines)
 
 
@@ -210,7 +215,7 @@ def main(argv=None):
         return worker(args)
     results, timings = [], {}
     passed = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-              if k not in ("backends", "json", "backend", "out")]
+              if k not in ("backends", "json", "backend", "out") and v is not None]
     for backend in args.backends.split(","):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = f.name

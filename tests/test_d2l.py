@@ -1,0 +1,64 @@
+"""nin's trainers against the book's own ``d2l.train_ch6`` (d2l 1.0.3), where d2l imports.
+
+The tox envs ``mxnet`` and ``tf`` install d2l (without its pins on numpy and matplotlib)
+and name their backend in ``NIN_D2L``; a backend named there whose d2l cannot import
+fails the run. (``d2l.torch`` imports torchvision, which cannot import beside the CPU
+PyTorch wheel here; ``test_training.py`` compares PyTorch with the book's loop instead.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nin import spec
+
+import frameworks
+from fakedata import make_set
+from test_training import assert_same_weights
+
+D2L = [name for name in os.environ.get("NIN_D2L", "").split(",") if name]
+
+
+@pytest.mark.parametrize("name", D2L or [pytest.param("", marks=pytest.mark.skip(
+    reason="NIN_D2L names no backend: d2l is installed in the mxnet and tf tox envs only"))])
+def test_trainer_ends_with_d2l_train_ch6_weights(name, tmp_path, capsys):
+    from conftest import import_backend
+
+    backend = import_backend(name)
+    d2l = _import_d2l(name)
+    make_set(tmp_path, n_train=48, n_test=40)
+    # The test split is not shuffled: both trainers see the same batches in the same order.
+    # d2l plots every num_batches // 5 batches: it needs at least five (40 images, batches of 8).
+    _, batches = backend.load_data_fashion_mnist(8, resize=spec.min_image_size(), root=tmp_path)
+    nin_net = backend.NiN(dropout=0)
+    if name == "mxnet":
+        import mxnet as mx
+
+        mx.random.seed(7)
+        book_net = backend.NiN(dropout=0)
+        d2l.train_ch6(book_net, batches, batches, 1, 0.1, mx.cpu())
+        backend.train(nin_net, batches, batches, 1, 0.1, seed=7, quiet=True)
+    else:
+        start = backend._get_weights(backend.NiN(dropout=0))
+
+        def net_fn():  # d2l's TensorFlow train_ch6 builds the model itself
+            net = backend.NiN(dropout=0)
+            backend._set_weights(net, start)
+            return net
+
+        book_net = d2l.train_ch6(net_fn, batches, batches, 1, 0.1, d2l.try_gpu())
+        backend._set_weights(nin_net, start)
+        backend.train(nin_net, batches, batches, 1, 0.1, seed=7, init=None, quiet=True)
+    assert "examples/sec" in capsys.readouterr().out  # d2l printed its closing lines: it did train
+    assert_same_weights(frameworks.weights(name, book_net), frameworks.weights(name, nin_net))
+
+
+def _import_d2l(name):
+    import importlib
+
+    try:
+        return importlib.import_module(f"d2l.{ {'mxnet': 'mxnet', 'tf': 'tensorflow'}[name] }")
+    except ImportError as err:
+        pytest.fail(f"NIN_D2L names {name!r}, but d2l cannot import: {err}", pytrace=False)
