@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy
 
-from nin import data, missing_framework, spec, training
+from nin import data, missing_framework, spec, training, weights
 
 # MXNet 1.9.1, the last release, still uses ``numpy.bool``, which numpy 1.24 to 1.26
 # removed (numpy 2 brought it back): give it back before MXNet is imported.
@@ -41,7 +41,8 @@ except ImportError as err:
 
 npx.set_np()
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy"]
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
+           "save_weights", "load_weights"]
 
 
 def nin_block(num_channels: int, kernel_size: int, strides: int, padding: int) -> nn.HybridSequential:
@@ -183,13 +184,40 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
 
 def evaluate_accuracy(net, data_iter, device=None) -> float:
     """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
+    pairs = list(_predictions(net, data_iter, device))
+    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
+
+
+def predict(net, data_iter, device=None) -> numpy.ndarray:
+    """The class ``net`` predicts for each example of ``data_iter``, in evaluation mode, in order."""
+    return numpy.concatenate([y_hat for y_hat, _ in _predictions(net, data_iter, device)])
+
+
+def save_weights(net, path) -> None:
+    """Save the weights as a safetensors file that every backend's :func:`load_weights` reads.
+
+    Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
+    the framework keeps; the file is written atomically.
+    """
+    weights.save(_get_weights(net), path, {"num_classes": net.num_classes, "in_channels": net.in_channels})
+
+
+def load_weights(net, path) -> None:
+    """Load weights saved by any backend's :func:`save_weights` (or a training checkpoint).
+
+    A file that does not fit ``net`` (other class count or input channels, missing or extra
+    tensors, other shapes or dtypes) is refused with a ``ValueError`` that says what differs,
+    and ``net`` is left unchanged.
+    """
+    tensors, _ = weights.load(path)
+    _set_weights(net, tensors)
+
+
+def _predictions(net, data_iter, device):
+    """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
     device = device or list(net.collect_params().values())[0].list_ctx()[0]
-    correct = total = 0
     for X, y in data_iter:  # outside autograd.record(), Gluon's dropout is off
-        y_hat = net(X.as_in_ctx(device))
-        correct += int((y_hat.argmax(axis=1).astype(y.dtype) == y.as_in_ctx(device)).sum())
-        total += y.size
-    return correct / total
+        yield net(X.as_in_ctx(device)).argmax(axis=1).asnumpy(), y.asnumpy()
 
 
 def _batchify(samples, resize: int | None):
@@ -221,9 +249,14 @@ def _init_weights(net, init_name: str | None, device) -> None:
 
 
 def _materialize(net) -> None:
-    """Gluon defers parameter shapes to the first call: make one now, so that weights can be read and set."""
+    """Make the first call, to which Gluon defers parameter shapes, so that weights can be read and set;
+    a model never initialized gets Gluon's default initializer first."""
     size = spec.min_image_size(net.num_classes)
-    device = list(net.collect_params().values())[0].list_ctx()[0]
+    try:
+        device = list(net.collect_params().values())[0].list_ctx()[0]
+    except RuntimeError:  # "has not been initialized"
+        net.initialize()
+        device = mx.cpu()
     net(np.zeros((1, net.in_channels, size, size), ctx=device))
 
 
@@ -237,6 +270,7 @@ def _convs(net):
 
 def _get_weights(net) -> dict[str, numpy.ndarray]:
     """The weights in the canonical layout: kernels O,I,kH,kW, as Gluon keeps them."""
+    _materialize(net)
     tensors = {}
     for name, conv in _convs(net):
         tensors[f"{name}.weight"] = conv.weight.data().asnumpy()

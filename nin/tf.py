@@ -25,7 +25,7 @@ import os
 
 import numpy
 
-from nin import data, missing_framework, spec, training
+from nin import data, missing_framework, spec, training, weights
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 try:
@@ -37,7 +37,8 @@ if keras.backend.backend() != "tensorflow":
     raise ImportError(f"the 'tf' backend needs Keras on TensorFlow, but Keras runs on "
                       f"{keras.backend.backend()!r}: unset KERAS_BACKEND or set it to 'tensorflow'")
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy"]
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
+           "save_weights", "load_weights"]
 
 
 def nin_block(num_channels: int, kernel_size: int, strides: int, padding: str) -> keras.Sequential:
@@ -188,13 +189,40 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
 
 def evaluate_accuracy(net, data_iter, device=None) -> float:
     """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
-    correct = total = 0
+    pairs = list(_predictions(net, data_iter, device))
+    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
+
+
+def predict(net, data_iter, device=None) -> numpy.ndarray:
+    """The class ``net`` predicts for each example of ``data_iter``, in evaluation mode, in order."""
+    return numpy.concatenate([y_hat for y_hat, _ in _predictions(net, data_iter, device)])
+
+
+def save_weights(net, path) -> None:
+    """Save the weights as a safetensors file that every backend's :func:`load_weights` reads.
+
+    Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
+    the framework keeps; the file is written atomically.
+    """
+    weights.save(_get_weights(net), path, {"num_classes": net.num_classes, "in_channels": net.in_channels})
+
+
+def load_weights(net, path) -> None:
+    """Load weights saved by any backend's :func:`save_weights` (or a training checkpoint).
+
+    A file that does not fit ``net`` (other class count or input channels, missing or extra
+    tensors, other shapes or dtypes) is refused with a ``ValueError`` that says what differs,
+    and ``net`` is left unchanged.
+    """
+    tensors, _ = weights.load(path)
+    _set_weights(net, tensors)
+
+
+def _predictions(net, data_iter, device):
+    """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
     with tf.device(device or _default_device()):
         for X, y in data_iter:
-            y_hat = net(X, training=False)
-            correct += int(tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32)))
-            total += int(tf.size(y))
-    return correct / total
+            yield tf.argmax(net(X, training=False), axis=1).numpy(), y.numpy()
 
 
 def _default_device() -> str:

@@ -9,9 +9,9 @@ training examples per second. Beyond the book, a run is repeatable and resumable
 - every epoch starts by seeding the framework's random generators from
   :func:`epoch_seed` ``(seed, epoch)``, so the shuffling and dropout of epoch ``k`` do
   not depend on whether epochs ``0..k-1`` ran in this process or before a resume;
-- after every epoch, :class:`Run` writes ``checkpoint.safetensors`` (weights in the
-  canonical layout of :mod:`nin.spec` names, plus epoch, seed, optimizer settings and
-  the records so far), ``metrics.json`` and ``curves.png``, each atomically.
+- after every epoch, :class:`Run` writes ``checkpoint.safetensors`` (a weights file of
+  :mod:`nin.weights`, with the epoch, seed, optimizer settings, the run's settings and the
+  records so far in its metadata), ``metrics.json`` and ``curves.png``, each atomically.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from nin import weights
 
 INITS = ("xavier", "kaiming")
 CHECKPOINT = "checkpoint.safetensors"
@@ -126,35 +128,23 @@ class Run:
         return self.directory / CHECKPOINT
 
     def load(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The checkpoint's tensors and its metadata (``epoch``, ``seed``, ``history``, ...).
+        """The checkpoint's weights and its metadata (``epoch``, ``seed``, ``history``, ``config``, ...).
 
         Raises:
             ValueError: when there is no checkpoint, or it cannot be read.
         """
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
-
         if not self.checkpoint.is_file():
             raise ValueError(f"no checkpoint to resume from: {self.checkpoint} does not exist "
                              f"(start a run with --out {self.directory})")
-        try:
-            data = self.checkpoint.read_bytes()
-            tensors = load(data)
-            meta = _metadata(data)
-            meta = {key: json.loads(value) for key, value in meta.items()}
-        except (SafetensorError, ValueError, OSError) as err:
-            raise ValueError(f"{self.checkpoint} is not a readable nin checkpoint ({err}); "
-                             f"start a new run with --out") from err
+        tensors, meta = weights.load(self.checkpoint)
+        if "history" not in meta:
+            raise ValueError(f"{self.checkpoint} holds weights but no training state; start a new run with --out")
         return tensors, meta
 
     def save(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        """Write the checkpoint, then the metrics and the curves, each file atomically."""
-        from safetensors.numpy import save
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        meta = {**meta, "backend": self.backend, "config": self.config}
-        blob = save(tensors, metadata={key: json.dumps(value) for key, value in meta.items()})
-        atomic_write(self.checkpoint, blob)
+        """Write the checkpoint (a weights file with the run's state), then the metrics and the curves,
+        each file atomically."""
+        weights.save(tensors, self.checkpoint, {**meta, "backend": self.backend, "config": self.config})
         history = meta["history"]
         atomic_write(self.directory / METRICS, (json.dumps(history, indent=1) + "\n").encode())
         atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
@@ -196,9 +186,3 @@ def curves_png(history: list[dict], title: str = "NiN") -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors blob (its JSON header)."""
-    size = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8:8 + size]).get("__metadata__", {})

@@ -3,10 +3,10 @@
 import inspect
 import itertools
 
-import frameworks
 import numpy as np
 import pytest
 
+import frameworks
 from nin import spec
 from nin.cli import new_model
 

@@ -12,10 +12,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from fakedata import make_set
-from test_cli import run_nin
 
+from fakedata import make_set
 from nin import cli, training
+from test_cli import run_nin
 
 
 @pytest.fixture

@@ -31,3 +31,26 @@ def test_three_summaries_agree_layer_by_layer(all_backends, capsys, input_shape,
         assert nchw == c["shape"]
     assert mx["total_params"] == pt["total_params"] == tf["total_params"] == spec.total_params(
         input_shape[1], num_classes)
+
+
+def test_three_loaders_give_the_same_batches(all_backends, tmp_path):
+    """The same files, the same seed: the same images (resized by each framework's own bilinear
+    op), labels and shuffled order in all three frameworks."""
+    import numpy as np
+
+    import frameworks
+    from fakedata import make_set
+
+    make_set(tmp_path, n_train=40, n_test=24)
+    batches = {}
+    for name, backend in all_backends.items():
+        train_iter, test_iter = backend.load_data_fashion_mnist(16, resize=96, root=tmp_path, seed=4)
+        batches[name] = [(frameworks.to_numpy_nchw(name, X), frameworks.to_numpy(y))
+                         for loader in (train_iter, test_iter) for X, y in loader]
+    reference = batches["torch"]
+    assert [X.shape for X, _ in reference] == [(16, 1, 96, 96), (16, 1, 96, 96), (8, 1, 96, 96),
+                                              (16, 1, 96, 96), (8, 1, 96, 96)]
+    for name in ("mxnet", "tf"):
+        for (X, y), (X_ref, y_ref) in zip(batches[name], reference, strict=True):
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_allclose(X, X_ref, atol=1e-5, err_msg=f"{name} resizes differently")

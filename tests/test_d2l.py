@@ -12,10 +12,9 @@ import os
 
 import pytest
 
-from nin import spec
-
 import frameworks
 from fakedata import make_set
+from nin import spec
 from test_training import assert_same_weights
 
 D2L = [name for name in os.environ.get("NIN_D2L", "").split(",") if name]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakedata import idx, images, labels, make_set, write
 
+from fakedata import idx, images, labels, make_set, write
 from nin import data
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 
-import frameworks
 import numpy as np
 import pytest
-from fakedata import make_set
 
+import frameworks
+from fakedata import make_set
 from nin import data, spec, training
 
 N_TRAIN, N_TEST, BATCH = 48, 40, 16

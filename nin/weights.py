@@ -1,0 +1,65 @@
+"""One weights format for all three backends: safetensors, canonical names and layouts.
+
+Every backend's ``save_weights`` writes, and every ``load_weights`` reads, a safetensors
+file whose tensors are named and shaped by :func:`nin.spec.weight_shapes`:
+``blocks.{b}.convs.{c}.weight`` as ``(out, in, kH, kW)`` and ``blocks.{b}.convs.{c}.bias``,
+all float32. Keras, which keeps kernels as ``(kH, kW, in, out)``, converts inside
+``nin/tf.py``. A training checkpoint is such a file too, with the run's state in its
+metadata, so a run trained in one framework can be evaluated or resumed in another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "nin-weights/1"
+
+
+def save(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write ``tensors`` (and JSON-able ``metadata``) to ``path`` atomically."""
+    from safetensors.numpy import save as to_bytes
+
+    from nin.training import atomic_write
+
+    meta = {"format": json.dumps(FORMAT)}
+    meta.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, to_bytes({name: np.ascontiguousarray(t) for name, t in tensors.items()}, metadata=meta))
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """The tensors and the metadata of a weights file.
+
+    Raises:
+        ValueError: if the file is missing or is not a readable safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as from_bytes
+
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+        tensors = from_bytes(blob)
+        size = int.from_bytes(blob[:8], "little")
+        meta = json.loads(blob[8:8 + size]).get("__metadata__") or {}
+        meta = {key: json.loads(value) for key, value in meta.items()}
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: no such weights file") from err
+    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable safetensors weights file ({err})") from err
+    return tensors, meta
+
+
+def model_args(tensors: dict[str, np.ndarray]) -> dict[str, int]:
+    """``num_classes`` and ``in_channels`` of the model that canonical ``tensors`` fit."""
+    biases = sorted(name for name in tensors if name.startswith("blocks.") and name.endswith(".convs.0.bias"))
+    first = tensors.get("blocks.0.convs.0.weight")
+    if not biases or first is None or first.ndim != 4:
+        raise ValueError("these tensors are not NiN weights: blocks.0.convs.0.weight and the blocks' biases "
+                         "are missing")
+    return {"num_classes": int(tensors[biases[-1]].shape[0]), "in_channels": int(first.shape[1])}
