@@ -10,7 +10,7 @@ import sys
 import time
 
 import nin
-from nin import spec, training
+from nin import data, spec, training, weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +60,8 @@ def train(args: argparse.Namespace) -> int:
         run = training.Run(args.resume, backend="")
         _, meta = run.load()
         config = meta["config"]
-        if args.backend not in (None, config["backend"]):
-            raise ValueError(f"{args.resume} was trained with --backend {config['backend']}; "
-                             f"resume it with that backend")
+        if args.backend is not None:  # the weights are canonical: any backend can go on with them
+            config["backend"] = args.backend
         if args.epochs is not None:
             config["epochs"] = args.epochs
         out = args.resume
@@ -102,6 +101,27 @@ def train(args: argparse.Namespace) -> int:
         return 130
     if not args.quiet:
         print(f"{len(history)} epochs in {out}: {training.METRICS}, {training.CURVES}, {training.CHECKPOINT}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Test accuracy of a weights file (from any backend's save_weights, or a checkpoint) on Fashion-MNIST."""
+    tensors, meta = weights.load(args.weights)
+    model = weights.model_args(tensors)
+    resize = args.resize or meta.get("config", {}).get("resize") or spec.BOOK_RESIZE
+    spec.check_image_size(resize, resize, model["num_classes"])
+    backend = _backend(args.backend)
+    net = backend.NiN(**model)
+    backend.load_weights(net, args.weights)
+    _, test_iter = backend.load_data_fashion_mnist(args.batch_size, resize, args.data, limit_test=args.limit)
+    classes = backend.predict(net, test_iter)
+    labels = data.subset(data.load_fashion_mnist(args.data, download=False)[1], args.limit)[1]
+    accuracy = float((classes == labels).mean())  # the test split is not shuffled: file order
+    if args.json:
+        print(json.dumps({"backend": args.backend, "weights": args.weights, "resize": resize, "images": len(classes),
+                          "accuracy": accuracy, "predictions": classes.tolist()}))
+    else:
+        print(f"test acc {accuracy:.3f} on {len(classes)} images ({args.backend}, {args.weights}, resize {resize})")
     return 0
 
 
@@ -168,4 +188,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing lines")
     p.set_defaults(run=train)
+
+    p = commands.add_parser("predict", help="test accuracy of a weights file, in any backend")
+    p.add_argument("--backend", required=True, choices=list(nin.BACKENDS))
+    p.add_argument("--weights", required=True, metavar="FILE", help="from save_weights, or a run's checkpoint")
+    p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N test images only")
+    p.add_argument("--resize", type=int, help="default: the run's, for a checkpoint; else 224")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="one JSON object, with the predicted classes")
+    p.set_defaults(run=predict)
     return parser

@@ -168,3 +168,25 @@ def seed(name: str, value: int) -> None:
     else:
         import keras
         keras.utils.set_random_seed(value)
+
+
+def init(name: str, net, how: str, seed: int) -> None:
+    """Initialize ``net``'s weights as the backend's trainer does (``how``: "xavier" or "kaiming")."""
+    import nin
+
+    backend = nin.backend(name)
+    if name == "mxnet":
+        import mxnet
+
+        backend._init_weights(net, how, mxnet.cpu())
+    elif name == "torch":
+        backend._init_weights(net, how)
+    else:
+        backend._init_weights(net, how, seed)
+
+
+def load_canonical(path) -> dict[str, np.ndarray]:
+    """The tensors of a weights file."""
+    from nin import weights as weights_file
+
+    return weights_file.load(path)[0]
