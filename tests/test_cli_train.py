@@ -121,3 +121,30 @@ def test_existing_run_is_not_overwritten(backend_name, backend, fake, tmp_path, 
     other = "torch" if backend_name != "torch" else "tf"
     assert cli.main(["train", "--resume", str(out), "--backend", other]) == 1
     assert f"trained with --backend {backend_name}" in capsys.readouterr().err
+
+
+def test_predict_reports_the_runs_test_accuracy(backend_name, backend, fake, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(_args(backend_name, fake, out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),
+                     "--data", fake, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    record = json.loads((out / training.METRICS).read_text())[-1]
+    assert result["resize"] == 67 and result["images"] == 32 == len(result["predictions"])
+    assert result["accuracy"] == record["test_acc"]  # the same weights on the same test images
+    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),
+                     "--data", fake, "--limit", "10"]) == 0
+    assert capsys.readouterr().out.startswith("test acc ")
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such weights file"),
+                                              (b"garbage", "is not a readable safetensors weights file")])
+def test_predict_refuses_bad_weights_in_one_line(content, message, tmp_path):
+    path = tmp_path / "w.safetensors"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_nin("predict", "--backend", "torch", "--weights", str(path),
+                     prelude="import sys; sys.modules['torch'] = None")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and message in lines[0]

@@ -54,3 +54,17 @@ def test_three_loaders_give_the_same_batches(all_backends, tmp_path):
         for (X, y), (X_ref, y_ref) in zip(batches[name], reference, strict=True):
             np.testing.assert_array_equal(y, y_ref)
             np.testing.assert_allclose(X, X_ref, atol=1e-5, err_msg=f"{name} resizes differently")
+
+
+def test_a_run_goes_on_in_another_framework(all_backends, tmp_path, capsys):
+    from fakedata import make_set
+    from nin import training
+
+    make_set(tmp_path / "data", n_train=32, n_test=16)
+    out = str(tmp_path / "run")
+    common = ["--data", str(tmp_path / "data"), "--resize", "67", "--batch-size", "16", "--quiet"]
+    assert cli.main(["train", "--backend", "torch", "--epochs", "1", "--out", out, "--seed", "1", *common]) == 0
+    for epochs, backend in ((2, "tf"), (3, "mxnet")):
+        assert cli.main(["train", "--resume", out, "--backend", backend, "--epochs", str(epochs), "--quiet"]) == 0
+        _, meta = training.Run(out, backend).load()
+        assert meta["backend"] == backend and [r["epoch"] for r in meta["history"]] == list(range(epochs))
