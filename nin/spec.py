@@ -18,8 +18,12 @@ IN_CHANNELS = 1
 DROPOUT = 0.5
 #: The input size the book resizes Fashion-MNIST's 28x28 images to.
 BOOK_RESIZE = 224
-#: The 1x1 convolutions that follow the first convolution of a block.
+#: The 1x1 convolutions that follow the first convolution of a block: the book's, and the variants.
 NUM_1X1 = 2
+NUM_1X1_CHOICES = (0, 1, 2)
+#: How the last block reduces 384 channels to the class count: the book's, and exercise 4's.
+HEAD = "one-step"
+HEADS = ("one-step", "gradual")
 
 #: The kinds of top-level layer, as they appear in summaries.
 KINDS = ("nin_block", "maxpool", "dropout", "global_avg_pool", "flatten")
@@ -27,20 +31,31 @@ KINDS = ("nin_block", "maxpool", "dropout", "global_avg_pool", "flatten")
 
 @dataclass(frozen=True)
 class NinBlock:
-    """A k x k convolution followed by ``num_1x1`` 1x1 convolutions, each with ReLU."""
+    """A k x k convolution followed by 1x1 convolutions, each with ReLU.
 
-    out_channels: int
+    ``channels`` are the output channels of each convolution in turn: the book's blocks
+    keep one width, ``(c, c, c)``; the gradual head narrows step by step.
+    """
+
+    channels: tuple[int, ...]
     kernel_size: int
     strides: int
     padding: int
-    num_1x1: int = NUM_1X1
     kind = "nin_block"
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels[-1]
+
+    @property
+    def num_1x1(self) -> int:
+        return len(self.channels) - 1
 
     def convs(self, in_channels: int) -> list[tuple[int, int, int, int, int]]:
         """The block's convolutions as ``(in, out, kernel, stride, padding)``."""
-        first = (in_channels, self.out_channels, self.kernel_size, self.strides, self.padding)
-        ones = (self.out_channels, self.out_channels, 1, 1, 0)
-        return [first] + [ones] * self.num_1x1
+        ins = (in_channels, *self.channels[:-1])
+        return [(i, o, self.kernel_size, self.strides, self.padding) if n == 0 else (i, o, 1, 1, 0)
+                for n, (i, o) in enumerate(zip(ins, self.channels, strict=True))]
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         n, _, h, w = shape
@@ -116,24 +131,50 @@ class Flatten:
 Layer = NinBlock | MaxPool | Dropout | GlobalAvgPool | Flatten
 
 
-def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT) -> tuple[Layer, ...]:
-    """The book's NiN: ten top-level layers, in the book's order."""
+def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, num_1x1: int = NUM_1X1,
+                 head: str = HEAD) -> tuple[Layer, ...]:
+    """The book's NiN: ten top-level layers, in the book's order.
+
+    Args:
+        num_classes: output channels of the last block, one logit each.
+        dropout: the dropout rate before the last block.
+        num_1x1: 1x1 convolutions per block (the book's 2; 1 or 0 for exercise 2).
+        head: how the last block goes from 384 channels to ``num_classes``: the book's
+            ``"one-step"`` (its first convolution does it all), or ``"gradual"`` (exercise 4:
+            each of its convolutions narrows by the same factor, 384 -> 114 -> 34 -> 10).
+    """
     check_positive_int("num_classes", num_classes)
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(num_1x1, bool) or num_1x1 not in NUM_1X1_CHOICES:
+        raise ValueError(f"num_1x1 must be one of {', '.join(map(str, NUM_1X1_CHOICES))}, got {num_1x1!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+
+    def block(channels, kernel_size, strides, padding):
+        return NinBlock((channels,) * (1 + num_1x1), kernel_size, strides, padding)
+
+    last = block(num_classes, kernel_size=3, strides=1, padding=1)
+    if head == "gradual":
+        last = NinBlock(_geometric(384, num_classes, 1 + num_1x1), kernel_size=3, strides=1, padding=1)
     return (
-        NinBlock(96, kernel_size=11, strides=4, padding=0),
+        block(96, kernel_size=11, strides=4, padding=0),
         MaxPool(pool_size=3, strides=2),
-        NinBlock(256, kernel_size=5, strides=1, padding=2),
+        block(256, kernel_size=5, strides=1, padding=2),
         MaxPool(pool_size=3, strides=2),
-        NinBlock(384, kernel_size=3, strides=1, padding=1),
+        block(384, kernel_size=3, strides=1, padding=1),
         MaxPool(pool_size=3, strides=2),
         Dropout(dropout),
         # One output channel per class, then global average pooling: no dense layer.
-        NinBlock(num_classes, kernel_size=3, strides=1, padding=1),
+        last,
         GlobalAvgPool(),
         Flatten(),
     )
+
+
+def _geometric(start: int, end: int, steps: int) -> tuple[int, ...]:
+    """``steps`` widths from ``start`` (excluded) to ``end`` (included), each the same factor apart."""
+    return tuple(round(start * (end / start) ** (i / steps)) for i in range(1, steps)) + (end,)
 
 
 @dataclass(frozen=True)
@@ -146,28 +187,30 @@ class LayerRow:
 
 
 def layer_table(input_shape: tuple[int, int, int, int] = (1, IN_CHANNELS, BOOK_RESIZE, BOOK_RESIZE),
-                num_classes: int = NUM_CLASSES) -> list[LayerRow]:
+                num_classes: int = NUM_CLASSES, num_1x1: int = NUM_1X1, head: str = HEAD) -> list[LayerRow]:
     """Each layer's channels-first output shape and parameter count for ``input_shape``.
 
     Raises:
         ValueError: if the shape is malformed or the images are smaller than NiN accepts.
     """
     check_input_shape(input_shape, num_classes)
-    return _rows(tuple(input_shape), architecture(num_classes))
+    return _rows(tuple(input_shape), architecture(num_classes, num_1x1=num_1x1, head=head))
 
 
-def total_params(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> int:
+def total_params(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES, num_1x1: int = NUM_1X1,
+                 head: str = HEAD) -> int:
     """The model's parameter count; it does not depend on the image size."""
     check_positive_int("in_channels", in_channels)
     channels, total = in_channels, 0
-    for layer in architecture(num_classes):
+    for layer in architecture(num_classes, num_1x1=num_1x1, head=head):
         total += layer.params(channels)
         if isinstance(layer, NinBlock):
             channels = layer.out_channels
     return total
 
 
-def weight_shapes(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES) -> dict[str, tuple[int, ...]]:
+def weight_shapes(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES, num_1x1: int = NUM_1X1,
+                  head: str = HEAD) -> dict[str, tuple[int, ...]]:
     """The canonical name and shape of every weight, in every backend's weights files.
 
     ``blocks.{b}.convs.{c}.weight`` is ``(out, in, kH, kW)`` and ``blocks.{b}.convs.{c}.bias``
@@ -175,7 +218,8 @@ def weight_shapes(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES
     """
     check_positive_int("in_channels", in_channels)
     shapes = {}
-    blocks = [layer for layer in architecture(num_classes) if isinstance(layer, NinBlock)]
+    blocks = [layer for layer in architecture(num_classes, num_1x1=num_1x1, head=head)
+              if isinstance(layer, NinBlock)]
     channels = in_channels
     for b, block in enumerate(blocks):
         for c, (i, o, k, _, _) in enumerate(block.convs(channels)):
@@ -185,9 +229,10 @@ def weight_shapes(in_channels: int = IN_CHANNELS, num_classes: int = NUM_CLASSES
     return shapes
 
 
-def check_weights(tensors: dict, in_channels: int, num_classes: int) -> None:
+def check_weights(tensors: dict, in_channels: int, num_classes: int, num_1x1: int = NUM_1X1,
+                  head: str = HEAD) -> None:
     """Refuse weights whose names, shapes or dtype do not fit the model, saying which differ."""
-    expected = weight_shapes(in_channels, num_classes)
+    expected = weight_shapes(in_channels, num_classes, num_1x1, head)
     missing = [name for name in expected if name not in tensors]
     extra = [name for name in tensors if name not in expected]
     wrong = [f"{name} is {tuple(tensors[name].shape)}, the model's is {shape}" for name, shape in expected.items()
@@ -197,8 +242,8 @@ def check_weights(tensors: dict, in_channels: int, num_classes: int) -> None:
         [f"unexpected: {', '.join(extra)}"] if extra else []) + wrong + (
         [f"dtype {', '.join(dtypes)} where float32 is expected"] if dtypes else [])
     if problems:
-        raise ValueError(f"these weights do not fit NiN(num_classes={num_classes}, in_channels={in_channels}): "
-                         + "; ".join(problems))
+        raise ValueError(f"these weights do not fit NiN(num_classes={num_classes}, in_channels={in_channels}, "
+                         f"num_1x1={num_1x1}, head={head!r}): " + "; ".join(problems))
 
 
 def min_image_size(num_classes: int = NUM_CLASSES) -> int:
