@@ -33,13 +33,16 @@ def main_exit() -> None:
 def summary(args: argparse.Namespace) -> int:
     """Print the per-layer table of the backend's model, or one JSON object with ``--json``."""
     spec.check_input_shape(args.input_shape, args.num_classes)
+    spec.architecture(args.num_classes, num_1x1=args.num_1x1, head=args.head)
     backend = _backend(args.backend)
-    net = new_model(backend, num_classes=args.num_classes, in_channels=args.input_shape[1])
+    net = new_model(backend, num_classes=args.num_classes, in_channels=args.input_shape[1], num_1x1=args.num_1x1,
+                    head=args.head)
     layers = backend.summary(net, args.input_shape)
     total = sum(row["params"] for row in layers)
     if args.json:
         print(json.dumps({"backend": args.backend, "input_shape": list(args.input_shape),
-                          "num_classes": args.num_classes, "layers": layers, "total_params": total}))
+                          "num_classes": args.num_classes, "num_1x1": args.num_1x1, "head": args.head,
+                          "layers": layers, "total_params": total}))
         return 0
     title = nin.BACKENDS[args.backend][2]
     print(f"NiN in {title}, input {'x'.join(map(str, args.input_shape))} "
@@ -129,9 +132,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def new_model(backend, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS):
-    """A fresh ``NiN`` of ``backend``, ready to run (Gluon's parameters initialized, as the book does)."""
-    net = backend.NiN(num_classes=num_classes, in_channels=in_channels)
+def new_model(backend, **kwargs):
+    """A fresh ``NiN(**kwargs)`` of ``backend``, ready to run (Gluon's parameters initialized, as the book does)."""
+    net = backend.NiN(**kwargs)
     if backend.__name__ == "nin.mxnet":
         net.initialize()
     return net
@@ -153,6 +156,14 @@ def _input_shape(text: str) -> tuple[int, int, int, int]:
     return shape
 
 
+def _add_variant_args(p: argparse.ArgumentParser) -> None:
+    """The model variants of the section's exercises 2 and 4."""
+    p.add_argument("--num-1x1", type=int, choices=spec.NUM_1X1_CHOICES, default=spec.NUM_1X1,
+                   help="1x1 convolutions per block (default 2, the book's)")
+    p.add_argument("--head", choices=spec.HEADS, default=spec.HEAD,
+                   help="how the last block reduces 384 channels to the classes (default one-step, the book's)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with errors as one line on stderr (no usage block): say what is wrong and exit 2."""
 
@@ -169,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
                    default=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE),
                    help="N,C,H,W, channels first in every backend (default: 1,1,224,224)")
     p.add_argument("--num-classes", type=int, default=spec.NUM_CLASSES)
+    _add_variant_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=summary)
 

@@ -45,12 +45,17 @@ __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "e
            "save_weights", "load_weights"]
 
 
-def nin_block(num_channels: int, kernel_size: int, strides: int, padding: int) -> nn.HybridSequential:
-    """A NiN block: one convolution, then two 1x1 convolutions, each followed by ReLU."""
+def nin_block(num_channels, kernel_size: int, strides: int, padding: int,
+              num_1x1: int = spec.NUM_1X1) -> nn.HybridSequential:
+    """A NiN block: one convolution, then ``num_1x1`` (the book's two) 1x1 convolutions, each followed by ReLU.
+
+    The block's width may also be a sequence: each convolution's own output channels (the gradual head).
+    """
+    channels = spec.block_channels(num_channels, num_1x1)
     blk = nn.HybridSequential()
-    blk.add(nn.Conv2D(num_channels, kernel_size, strides, padding, activation="relu"))
-    for _ in range(spec.NUM_1X1):
-        blk.add(nn.Conv2D(num_channels, kernel_size=1, activation="relu"))
+    blk.add(nn.Conv2D(channels[0], kernel_size, strides, padding, activation="relu"))
+    for c in channels[1:]:
+        blk.add(nn.Conv2D(c, kernel_size=1, activation="relu"))
     return blk
 
 
@@ -61,17 +66,20 @@ class NiN(nn.HybridSequential):
         num_classes: output channels of the last block, one logit each.
         in_channels: channels of the input images (1 for Fashion-MNIST).
         dropout: the dropout rate before the last block.
+        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
+        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
+            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
 
     Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
-                 dropout: float = spec.DROPOUT):
+                 dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         super().__init__()
         spec.check_positive_int("in_channels", in_channels)
-        for layer in spec.architecture(num_classes, dropout):
+        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
             if isinstance(layer, spec.NinBlock):
-                self.add(nin_block(layer.out_channels, layer.kernel_size, layer.strides, layer.padding))
+                self.add(nin_block(layer.channels, layer.kernel_size, layer.strides, layer.padding, layer.num_1x1))
             elif isinstance(layer, spec.MaxPool):
                 self.add(nn.MaxPool2D(pool_size=layer.pool_size, strides=layer.strides))
             elif isinstance(layer, spec.Dropout):
@@ -80,7 +88,7 @@ class NiN(nn.HybridSequential):
                 self.add(nn.GlobalAvgPool2D())
             elif isinstance(layer, spec.Flatten):
                 self.add(nn.Flatten())
-        self.num_classes, self.in_channels = num_classes, in_channels
+        self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def forward(self, X):
         if isinstance(X, np.ndarray):  # not when traced as a symbol inside a larger hybrid block
@@ -199,7 +207,7 @@ def save_weights(net, path) -> None:
     Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
     the framework keeps; the file is written atomically.
     """
-    weights.save(_get_weights(net), path, {"num_classes": net.num_classes, "in_channels": net.in_channels})
+    weights.save(_get_weights(net), path, _model_args(net))
 
 
 def load_weights(net, path) -> None:
@@ -260,6 +268,12 @@ def _materialize(net) -> None:
     net(np.zeros((1, net.in_channels, size, size), ctx=device))
 
 
+def _model_args(net) -> dict:
+    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
+    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
+            "head": net.head}
+
+
 def _convs(net):
     """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
     blocks = [m for m in net if isinstance(m, nn.HybridSequential)]
@@ -280,7 +294,7 @@ def _get_weights(net) -> dict[str, numpy.ndarray]:
 
 def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
     """Load canonical weights; checks all of them first, so a refused file changes nothing."""
-    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
     _materialize(net)
     for name, conv in _convs(net):
         conv.weight.set_data(np.array(tensors[f"{name}.weight"]))

@@ -172,6 +172,22 @@ def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, num_1
     )
 
 
+def block_channels(num_channels, num_1x1: int = NUM_1X1) -> tuple[int, ...]:
+    """The output channels of each convolution of a block: ``num_channels`` repeated for the first
+    convolution and its ``num_1x1`` 1x1 ones, or, given a sequence, that sequence (of length
+    ``1 + num_1x1``: the gradual head's narrowing block)."""
+    if isinstance(num_channels, int):
+        check_positive_int("num_channels", num_channels)
+        return (num_channels,) * (1 + num_1x1)
+    channels = tuple(num_channels)
+    if len(channels) != 1 + num_1x1:
+        raise ValueError(f"a block with num_1x1={num_1x1} has {1 + num_1x1} convolutions, "
+                         f"but {len(channels)} widths were given: {channels}")
+    for c in channels:
+        check_positive_int("num_channels", c)
+    return channels
+
+
 def _geometric(start: int, end: int, steps: int) -> tuple[int, ...]:
     """``steps`` widths from ``start`` (excluded) to ``end`` (included), each the same factor apart."""
     return tuple(round(start * (end / start) ** (i / steps)) for i in range(1, steps)) + (end,)

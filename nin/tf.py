@@ -41,12 +41,16 @@ __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "e
            "save_weights", "load_weights"]
 
 
-def nin_block(num_channels: int, kernel_size: int, strides: int, padding: str) -> keras.Sequential:
-    """A NiN block: one convolution, then two 1x1 convolutions, each followed by ReLU."""
-    layers = [keras.layers.Conv2D(num_channels, kernel_size, strides=strides, padding=padding,
-                                  activation="relu")]
-    for _ in range(spec.NUM_1X1):
-        layers.append(keras.layers.Conv2D(num_channels, kernel_size=1, activation="relu"))
+def nin_block(num_channels, kernel_size: int, strides: int, padding: str,
+              num_1x1: int = spec.NUM_1X1) -> keras.Sequential:
+    """A NiN block: one convolution, then ``num_1x1`` (the book's two) 1x1 convolutions, each followed by ReLU.
+
+    The block's width may also be a sequence: each convolution's own output channels (the gradual head).
+    """
+    channels = spec.block_channels(num_channels, num_1x1)
+    layers = [keras.layers.Conv2D(channels[0], kernel_size, strides=strides, padding=padding, activation="relu")]
+    for c in channels[1:]:
+        layers.append(keras.layers.Conv2D(c, kernel_size=1, activation="relu"))
     return keras.Sequential(layers)
 
 
@@ -57,18 +61,21 @@ class NiN(keras.Sequential):
         num_classes: output channels of the last block, one logit each.
         in_channels: channels of the input images (1 for Fashion-MNIST).
         dropout: the dropout rate before the last block.
+        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
+        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
+            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
 
     Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
-                 dropout: float = spec.DROPOUT):
+                 dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         super().__init__()
         spec.check_positive_int("in_channels", in_channels)
-        for layer in spec.architecture(num_classes, dropout):
+        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
             if isinstance(layer, spec.NinBlock):
-                self.add(nin_block(layer.out_channels, layer.kernel_size, layer.strides,
-                                   _keras_padding(layer)))
+                self.add(nin_block(layer.channels, layer.kernel_size, layer.strides, _keras_padding(layer),
+                                   layer.num_1x1))
             elif isinstance(layer, spec.MaxPool):
                 self.add(keras.layers.MaxPool2D(pool_size=layer.pool_size, strides=layer.strides))
             elif isinstance(layer, spec.Dropout):
@@ -77,7 +84,7 @@ class NiN(keras.Sequential):
                 self.add(keras.layers.GlobalAveragePooling2D(keepdims=True))
             elif isinstance(layer, spec.Flatten):
                 self.add(keras.layers.Flatten())
-        self.num_classes, self.in_channels = num_classes, in_channels
+        self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
         self.build((None, None, None, in_channels))
 
     def call(self, inputs, training=None, mask=None, **kwargs):
@@ -204,7 +211,7 @@ def save_weights(net, path) -> None:
     Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
     the framework keeps; the file is written atomically.
     """
-    weights.save(_get_weights(net), path, {"num_classes": net.num_classes, "in_channels": net.in_channels})
+    weights.save(_get_weights(net), path, _model_args(net))
 
 
 def load_weights(net, path) -> None:
@@ -265,6 +272,12 @@ def _seed_epoch(net, seed: int) -> None:
             layer.seed_generator.state.assign(numpy.array([seed, 0], dtype="int64"))
 
 
+def _model_args(net) -> dict:
+    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
+    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
+            "head": net.head}
+
+
 def _convs(net):
     """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
     blocks = [m for m in net.layers if isinstance(m, keras.Sequential)]
@@ -284,7 +297,7 @@ def _get_weights(net) -> dict[str, numpy.ndarray]:
 
 def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
     """Load canonical weights; checks all of them first, so a refused file changes nothing."""
-    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
     for name, conv in _convs(net):
         conv.kernel.assign(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
         conv.bias.assign(tensors[f"{name}.bias"])

@@ -16,6 +16,8 @@ PyTorch's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
+import itertools
+
 import numpy
 
 from nin import data, missing_framework, spec, training, weights
@@ -31,12 +33,16 @@ __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "e
            "save_weights", "load_weights"]
 
 
-def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: int,
-              padding: int) -> nn.Sequential:
-    """A NiN block: one convolution, then two 1x1 convolutions, each followed by ReLU."""
-    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding), nn.ReLU()]
-    for _ in range(spec.NUM_1X1):
-        layers += [nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU()]
+def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, padding: int,
+              num_1x1: int = spec.NUM_1X1) -> nn.Sequential:
+    """A NiN block: one convolution, then ``num_1x1`` (the book's two) 1x1 convolutions, each followed by ReLU.
+
+    The block's width may also be a sequence: each convolution's own output channels (the gradual head).
+    """
+    channels = spec.block_channels(out_channels, num_1x1)
+    layers = [nn.Conv2d(in_channels, channels[0], kernel_size, strides, padding), nn.ReLU()]
+    for i, o in itertools.pairwise(channels):
+        layers += [nn.Conv2d(i, o, kernel_size=1), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -47,18 +53,21 @@ class NiN(nn.Sequential):
         num_classes: output channels of the last block, one logit each.
         in_channels: channels of the input images (1 for Fashion-MNIST).
         dropout: the dropout rate before the last block.
+        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
+        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
+            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
 
     Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
-                 dropout: float = spec.DROPOUT):
+                 dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         spec.check_positive_int("in_channels", in_channels)
         layers, channels = [], in_channels
-        for layer in spec.architecture(num_classes, dropout):
+        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
             if isinstance(layer, spec.NinBlock):
-                layers.append(nin_block(channels, layer.out_channels, layer.kernel_size,
-                                        layer.strides, layer.padding))
+                layers.append(nin_block(channels, layer.channels, layer.kernel_size, layer.strides,
+                                        layer.padding, layer.num_1x1))
                 channels = layer.out_channels
             elif isinstance(layer, spec.MaxPool):
                 layers.append(nn.MaxPool2d(layer.pool_size, stride=layer.strides))
@@ -69,7 +78,7 @@ class NiN(nn.Sequential):
             elif isinstance(layer, spec.Flatten):
                 layers.append(nn.Flatten())
         super().__init__(*layers)
-        self.num_classes, self.in_channels = num_classes, in_channels
+        self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         spec.check_channels(X.shape[1], self.in_channels)
@@ -190,7 +199,7 @@ def save_weights(net, path) -> None:
     Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
     the framework keeps; the file is written atomically.
     """
-    weights.save(_get_weights(net), path, {"num_classes": net.num_classes, "in_channels": net.in_channels})
+    weights.save(_get_weights(net), path, _model_args(net))
 
 
 def load_weights(net, path) -> None:
@@ -255,6 +264,12 @@ def _init_weights(net, init: str | None) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _model_args(net) -> dict:
+    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
+    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
+            "head": net.head}
+
+
 def _convs(net):
     """``(canonical name, Conv2d)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
     blocks = [m for m in net if isinstance(m, nn.Sequential)]
@@ -274,7 +289,7 @@ def _get_weights(net) -> dict[str, numpy.ndarray]:
 
 def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
     """Load canonical weights; checks all of them first, so a refused file changes nothing."""
-    spec.check_weights(tensors, net.in_channels, net.num_classes)
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
     with torch.no_grad():
         for name, conv in _convs(net):
             conv.weight.copy_(torch.from_numpy(tensors[f"{name}.weight"]))

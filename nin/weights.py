@@ -55,11 +55,22 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     return tensors, meta
 
 
-def model_args(tensors: dict[str, np.ndarray]) -> dict[str, int]:
-    """``num_classes`` and ``in_channels`` of the model that canonical ``tensors`` fit."""
-    biases = sorted(name for name in tensors if name.startswith("blocks.") and name.endswith(".convs.0.bias"))
-    first = tensors.get("blocks.0.convs.0.weight")
-    if not biases or first is None or first.ndim != 4:
-        raise ValueError("these tensors are not NiN weights: blocks.0.convs.0.weight and the blocks' biases "
-                         "are missing")
-    return {"num_classes": int(tensors[biases[-1]].shape[0]), "in_channels": int(first.shape[1])}
+def model_args(tensors: dict[str, np.ndarray]) -> dict:
+    """The ``NiN`` arguments (``num_classes``, ``in_channels``, ``num_1x1``, ``head``) that canonical
+    ``tensors`` fit, read from their names and shapes.
+
+    Raises:
+        ValueError: if the tensors are not NiN weights.
+    """
+    from nin import spec
+
+    try:
+        blocks = 1 + max(int(name.split(".")[1]) for name in tensors if name.startswith("blocks."))
+        num_1x1 = sum(1 for name in tensors if name.startswith("blocks.0.convs.") and name.endswith(".weight")) - 1
+        last = [tensors[f"blocks.{blocks - 1}.convs.{c}.bias"].shape[0] for c in range(num_1x1 + 1)]
+        args = {"num_classes": int(last[-1]), "in_channels": int(tensors["blocks.0.convs.0.weight"].shape[1]),
+                "num_1x1": num_1x1, "head": "gradual" if len(set(last)) > 1 else "one-step"}
+        spec.check_weights(tensors, **args)
+    except (ValueError, KeyError, IndexError) as err:
+        raise ValueError(f"these tensors are not the weights of a NiN ({err})") from err
+    return args

@@ -35,10 +35,25 @@ def test_layers_match_the_description(backend_name, backend, in_channels, num_cl
     assert frameworks.num_params(backend_name, net) == spec.total_params(in_channels, num_classes)
 
 
+VARIANTS = [{"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}, {"num_1x1": 1, "head": "gradual"}]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()))
+def test_variants_match_the_description(backend_name, backend, variant):
+    net = new_model(backend, num_classes=10, in_channels=1, **variant)
+    for size in (67, 224):
+        rows = backend.summary(net, (1, 1, size, size))
+        expected = spec.layer_table((1, 1, size, size), 10, **variant)
+        assert [(r["kind"], tuple(r["shape"]), r["params"]) for r in rows] == [
+            (r.kind, r.shape, r.params) for r in expected]
+    assert frameworks.num_params(backend_name, net) == spec.total_params(1, 10, **variant)
+
+
 def test_builder_defaults_are_the_books(backend):
     params = inspect.signature(backend.NiN).parameters
-    assert {k: params[k].default for k in ("num_classes", "in_channels", "dropout")} == {
-        "num_classes": spec.NUM_CLASSES, "in_channels": spec.IN_CHANNELS, "dropout": spec.DROPOUT}
+    assert {k: params[k].default for k in ("num_classes", "in_channels", "dropout", "num_1x1", "head")} == {
+        "num_classes": spec.NUM_CLASSES, "in_channels": spec.IN_CHANNELS, "dropout": spec.DROPOUT,
+        "num_1x1": 2, "head": "one-step"}
     net = backend.NiN(dropout=0.25)
     dropouts = [r for r in backend.summary(_initialized(net), (1, 1, 67, 67)) if r["kind"] == "dropout"]
     assert len(dropouts) == 1

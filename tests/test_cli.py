@@ -67,7 +67,7 @@ def test_cli_json_is_one_object_built_by_the_framework(backend_name, backend):
                      "--num-classes", "100")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)  # the whole of stdout is one JSON object
-    assert set(summary) == {"backend", "input_shape", "num_classes", "layers", "total_params"}
+    assert set(summary) == {"backend", "input_shape", "num_classes", "num_1x1", "head", "layers", "total_params"}
     assert summary["backend"] == backend_name
     assert (summary["input_shape"], summary["num_classes"]) == ([2, 3, 101, 101], 100)
     expected = spec.layer_table((2, 3, 101, 101), 100)

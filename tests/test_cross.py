@@ -9,17 +9,20 @@ from nin import cli, spec
 pytestmark = pytest.mark.cross
 
 
-def _summary(capsys, backend, input_shape, num_classes):
-    status = cli.main(["summary", "--backend", backend, "--json",
-                       "--input-shape", ",".join(map(str, input_shape)), "--num-classes", str(num_classes)])
+def _summary(capsys, backend, input_shape, num_classes, *variant):
+    status = cli.main(["summary", "--backend", backend, "--json", "--input-shape", ",".join(map(str, input_shape)),
+                       "--num-classes", str(num_classes), *variant])
     assert status == 0
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("input_shape, num_classes", [((1, 1, 224, 224), 10), ((2, 3, 101, 150), 100),
-                                                      ((3, 1, 67, 67), 10)])
-def test_three_summaries_agree_layer_by_layer(all_backends, capsys, input_shape, num_classes):
-    summaries = {b: _summary(capsys, b, input_shape, num_classes) for b in all_backends}
+@pytest.mark.parametrize("input_shape, num_classes, variant", [
+    ((1, 1, 224, 224), 10, ()), ((2, 3, 101, 150), 100, ()), ((3, 1, 67, 67), 10, ()),
+    ((1, 1, 224, 224), 10, ("--num-1x1", "1")), ((1, 1, 96, 96), 10, ("--num-1x1", "0")),
+    ((1, 1, 224, 224), 10, ("--head", "gradual")), ((1, 3, 96, 96), 100, ("--num-1x1", "1", "--head", "gradual")),
+])
+def test_three_summaries_agree_layer_by_layer(all_backends, capsys, input_shape, num_classes, variant):
+    summaries = {b: _summary(capsys, b, input_shape, num_classes, *variant) for b in all_backends}
     mx, pt, tf = (summaries[b] for b in ("mxnet", "torch", "tf"))
     assert len(mx["layers"]) == len(pt["layers"]) == len(tf["layers"]) == 10
     for i, (a, b, c) in enumerate(zip(mx["layers"], pt["layers"], tf["layers"], strict=True)):
@@ -29,8 +32,9 @@ def test_three_summaries_agree_layer_by_layer(all_backends, capsys, input_shape,
         assert a["native_shape"] == b["native_shape"] == a["shape"]
         nchw = c["native_shape"] if len(c["native_shape"]) == 2 else [c["native_shape"][j] for j in (0, 3, 1, 2)]
         assert nchw == c["shape"]
+    model = {"num_1x1": mx["num_1x1"], "head": mx["head"]}
     assert mx["total_params"] == pt["total_params"] == tf["total_params"] == spec.total_params(
-        input_shape[1], num_classes)
+        input_shape[1], num_classes, **model)
 
 
 def test_three_loaders_give_the_same_batches(all_backends, tmp_path):

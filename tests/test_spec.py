@@ -106,3 +106,39 @@ def test_architecture_is_the_books():
     assert tuple(layer.kind for layer in layers) == tuple(
         k for k in ("nin_block", "maxpool") * 3) + ("dropout", "nin_block", "global_avg_pool", "flatten")
     assert set(layer.kind for layer in layers) == set(spec.KINDS)
+
+
+def test_one_1x1_per_block_has_1769112_parameters():
+    # Each block loses one 1x1 convolution: c*c + c for c = 96, 256, 384, 10.
+    dropped = sum(c * c + c for c in (96, 256, 384, 10))
+    assert spec.total_params(num_1x1=1) == 1_992_166 - dropped == 1_769_112
+    assert spec.total_params(num_1x1=0) == 1_992_166 - 2 * dropped
+
+
+def test_gradual_head_narrows_by_one_factor():
+    # 384 * (10/384)^(1/3) = 113.6 -> 114, 384 * (10/384)^(2/3) = 33.7 -> 34, then 10.
+    last = [layer for layer in spec.architecture(head="gradual") if isinstance(layer, spec.NinBlock)][-1]
+    assert last.channels == (114, 34, 10)
+    assert last.params(384) == 3 * 3 * 384 * 114 + 114 + 114 * 34 + 34 + 34 * 10 + 10
+    one = [layer for layer in spec.architecture(head="gradual", num_1x1=1) if isinstance(layer, spec.NinBlock)][-1]
+    assert one.channels == (62, 10)  # 384 * (10/384)^(1/2) = 62.0
+    assert [b.channels for b in spec.architecture(head="gradual", num_1x1=0) if b.kind == "nin_block"][-1] == (10,)
+    rows = spec.layer_table((1, 1, 224, 224), head="gradual")
+    assert rows[-3].shape == (1, 10, 5, 5) and rows[-1].shape == (1, 10)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_1x1": 3}, "num_1x1 must be one of 0, 1, 2, got 3"),
+    ({"head": "slow"}, "head must be one of one-step, gradual, got 'slow'"),
+])
+def test_unknown_variants_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        spec.architecture(**kwargs)
+
+
+def test_block_channels():
+    assert spec.block_channels(96) == (96, 96, 96)
+    assert spec.block_channels(96, num_1x1=0) == (96,)
+    assert spec.block_channels((114, 34, 10)) == (114, 34, 10)
+    with pytest.raises(ValueError, match="num_1x1=1 has 2 convolutions, but 3 widths were given"):
+        spec.block_channels((114, 34, 10), num_1x1=1)

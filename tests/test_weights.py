@@ -38,8 +38,23 @@ def test_file_records_the_model(backend_name, backend, tmp_path):
     net = _net(backend, backend_name, num_classes=7, in_channels=3)
     backend.save_weights(net, tmp_path / "w.safetensors")
     tensors, meta = weights.load(tmp_path / "w.safetensors")
-    assert weights.model_args(tensors) == {"num_classes": 7, "in_channels": 3}
-    assert (meta["num_classes"], meta["in_channels"], meta["format"]) == (7, 3, weights.FORMAT)
+    model = {"num_classes": 7, "in_channels": 3, "num_1x1": 2, "head": "one-step"}
+    assert weights.model_args(tensors) == model
+    assert meta == {**model, "format": weights.FORMAT}
+
+
+def test_variant_weights_load_and_are_told_apart(backend_name, backend, tmp_path):
+    gradual = _net(backend, backend_name, num_1x1=1, head="gradual")
+    backend.save_weights(gradual, tmp_path / "g.safetensors")
+    tensors, _ = weights.load(tmp_path / "g.safetensors")
+    assert weights.model_args(tensors) == {"num_classes": 10, "in_channels": 1, "num_1x1": 1, "head": "gradual"}
+    again = backend.NiN(**weights.model_args(tensors))
+    backend.load_weights(again, tmp_path / "g.safetensors")
+    X = np.random.default_rng(0).uniform(size=(2, 1, 67, 67)).astype(np.float32)
+    logits = [frameworks.forward(backend_name, net, X) for net in (gradual, again)]
+    np.testing.assert_array_equal(*logits)
+    with pytest.raises(ValueError, match="num_1x1=2, head='one-step'.*missing: blocks.0.convs.2.weight"):
+        backend.load_weights(_net(backend, backend_name), tmp_path / "g.safetensors")
 
 
 def _bad_files(tmp_path, good: dict) -> dict:
