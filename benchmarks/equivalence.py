@@ -23,9 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import frameworks  # noqa: E402  (the tests' per-framework glue: forward, weights, init)
-from fakedata import make_class_set  # noqa: E402
-
 import nin  # noqa: E402
+from fakedata import make_class_set  # noqa: E402
 from nin.cli import new_model  # noqa: E402
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import nin
+import nin.resources
 from nin import data, spec, training, weights
 
 
@@ -82,6 +83,8 @@ def train(args: argparse.Namespace) -> int:
             "limit_test": args.limit_test,
             "seed": training.new_seed() if args.seed is None else args.seed,
             "init": args.init,
+            "num_1x1": args.num_1x1,
+            "head": args.head,
         }
         out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
@@ -92,7 +95,7 @@ def train(args: argparse.Namespace) -> int:
     train_iter, test_iter = backend.load_data_fashion_mnist(
         config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
         limit_test=config["limit_test"], seed=config["seed"])
-    net = new_model(backend)
+    net = new_model(backend, num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
     run = training.Run(out, config["backend"], config)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
     try:
@@ -126,6 +129,37 @@ def predict(args: argparse.Namespace) -> int:
     else:
         print(f"test acc {accuracy:.3f} on {len(classes)} images ({args.backend}, {args.weights}, resize {resize})")
     return 0
+
+
+def resources(args: argparse.Namespace) -> int:
+    """Print each layer's parameters, MACs, activations and training bytes, with the totals; or one JSON object."""
+    found = nin.resources.resources(args.input_shape, args.num_classes, args.batch_size, args.num_1x1, args.head)
+    if args.json:
+        print(json.dumps(found))
+        return 0
+    layers, totals, memory = found["layers"], found["totals"], found["memory"]
+    _, c, h, w = found["input_shape"]
+    print(f"NiN resources: images {c}x{h}x{w}, batch {found['batch_size']}, {args.num_classes} classes, "
+          f"num_1x1={args.num_1x1}, head {args.head}; float32")
+    columns = ("params", "macs", "activations", "train_bytes")
+    print(f"{'layer':<17}{'output shape':<22}" + "".join(f"{title:>16}" for title in ("params", "MACs",
+                                                                                       "activations", "train bytes")))
+    for row in layers:
+        shape = "(" + ", ".join(map(str, row["shape"])) + ")"
+        print(f"{row['name']:<17}{shape:<22}" + "".join(f"{row[col]:>16,}" for col in columns))
+    print(f"{'total':<17}{'':<22}" + "".join(f"{totals[col]:>16,}" for col in columns))
+    print(f"FLOPs (2 x MACs): {totals['flops']:,}")
+    print(f"prediction memory: {totals['predict_bytes']:,} bytes ({_mib(totals['predict_bytes'])}): weights "
+          f"{_mib(memory['weights'])} + image batch {_mib(memory['image_batch'])} + largest operation's input "
+          f"and output {_mib(memory['largest_operation'])}")
+    print(f"training memory: {totals['train_bytes']:,} bytes ({_mib(totals['train_bytes'])}): weights and "
+          f"gradients {_mib(memory['weights'] + memory['gradients'])} + image batch {_mib(memory['image_batch'])} "
+          f"+ activations kept for backward {_mib(memory['kept_for_backward'])} (plain SGD: no optimizer state)")
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 def _interrupt(signum, frame):
@@ -196,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
     p.add_argument("--init", choices=training.INITS, default="xavier",
                    help="convolution weights: xavier (the book's) or kaiming (leaves the 2.303 plateau sooner)")
+    _add_variant_args(p)
     p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing lines")
@@ -210,4 +245,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="one JSON object, with the predicted classes")
     p.set_defaults(run=predict)
+
+    p = commands.add_parser("resources", help="parameters, MACs, FLOPs and memory, per layer (no framework)")
+    p.add_argument("--input-shape", type=_input_shape,
+                   default=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE),
+                   help="N,C,H,W, channels first (default: 1,1,224,224)")
+    p.add_argument("--num-classes", type=int, default=spec.NUM_CLASSES)
+    p.add_argument("--batch-size", type=int, help="images per batch (default: N of --input-shape)")
+    _add_variant_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=resources)
     return parser
