@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--resize", type=int, default=67)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--warmup-epochs", type=int, default=0, help="first epochs at --warmup-lr (default 0)")
+    p.add_argument("--warmup-lr", type=float, default=0.01)
     p.add_argument("--data", default=os.environ.get("NIN_DATA", "/work/shared/data/fashion-mnist"))
     p.add_argument("--json", help="write all raw numbers here")
     p.add_argument("--backend", help=argparse.SUPPRESS)   # worker mode: one backend, in this process
@@ -96,18 +98,26 @@ def init_net(backend, mod, init, seed):
     return net
 
 
-def diagnose(backend, mod, init, seed, X, y):
+def diagnose(backend, mod, net, X, y):
+    """The RMS, dead channels and logit statistics of ``net`` on the fixed batch ``X``."""
     import numpy as np
 
-    outs = layer_outputs(backend, mod, init_net(backend, mod, init, seed), X)
-    blocks = [a for kind, a in outs if kind == "nin_block"]
+    outs = layer_outputs(backend, mod, net, X)
+    channel_axis = -1 if backend == "tf" else 1
+    blocks = [a.astype("float64") for kind, a in outs if kind == "nin_block"]
     logits = outs[-1][1].astype("float64")
     z = logits - logits.max(axis=1, keepdims=True)
     ce = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
-    rms = lambda a: float(np.sqrt(np.mean(np.square(a.astype("float64")))))  # noqa: E731
-    return {"init": init, "seed": seed,
-            "block_rms": [rms(a) for a in blocks], "logit_rms": rms(logits),
+
+    def dead(a):  # fraction of channels that are 0 for every image and position
+        return float(np.mean(np.all(np.moveaxis(a, channel_axis, -1).reshape(-1, a.shape[channel_axis]) == 0,
+                                    axis=0)))
+
+    return {"block_rms": [float(np.sqrt(np.mean(a**2))) for a in blocks],
+            "block_dead": [dead(a) for a in blocks],
+            "logit_rms": float(np.sqrt(np.mean(logits**2))),
             "logit_spread": float(np.mean(logits.std(axis=1))),        # std across classes, mean over images
+            "input_std": float(np.mean(logits.std(axis=0))),           # std across images, mean over classes
             "zero_logits": float(np.mean(logits == 0)),                  # fraction of all logits exactly 0
             "dead_units": float(np.mean(np.all(logits == 0, axis=0))),   # class units 0 for the whole batch
             "loss": ce}
@@ -137,7 +147,8 @@ def worker(args):
     diag_seeds = [int(s) for s in (args.diag_seeds or args.seeds).split(",")]
     for init in inits:
         for seed in diag_seeds:
-            result["diagnostics"].append(diagnose(backend, mod, init, seed, X, y))
+            net = init_net(backend, mod, init, seed)
+            result["diagnostics"].append({"init": init, "seed": seed, **diagnose(backend, mod, net, X, y)})
 
     steps_per_epoch = math.ceil(args.limit_train / args.batch_size)
     for init in inits:
@@ -145,17 +156,24 @@ def worker(args):
             train_iter, test_iter = mod.load_data_fashion_mnist(
                 args.batch_size, args.resize, args.data, limit_train=args.limit_train,
                 limit_test=args.limit_test, seed=seed, download=False)
-            start = time.perf_counter()
-            history = mod.train(mod.NiN(), train_iter, test_iter, args.epochs, args.lr, seed=seed,
-                                init=init, quiet=True)
+            start, net, warm = time.perf_counter(), mod.NiN(), args.warmup_epochs
+            history = []
+            if warm:  # a first, shorter run at a smaller lr, then the same net goes on at --lr
+                history = mod.train(net, train_iter, test_iter, warm, args.warmup_lr, seed=seed, init=init,
+                                    quiet=True)
+            history += mod.train(net, train_iter, test_iter, args.epochs - warm, args.lr, seed=seed,
+                                 init=None if warm else init, quiet=True)
             seconds = time.perf_counter() - start
             run = {"init": init, "seed": seed, "seconds": seconds, "steps_per_epoch": steps_per_epoch,
                    **summarize_run(history, steps_per_epoch),
                    "train_loss": [r["train_loss"] for r in history],
-                   "test_acc": [r["test_acc"] for r in history]}
+                   "test_acc": [r["test_acc"] for r in history],
+                   "after": diagnose(backend, mod, net, X, y)}  # the same statistics, after training
             result["runs"].append(run)
             print(f"{backend} {init} seed {seed}: plateau {run['plateau_steps']} steps, final loss "
-                  f"{run['final_loss']:.3f}, test acc {run['final_test_acc']:.3f} ({seconds:.0f} s)", flush=True)
+                  f"{run['final_loss']:.3f}, test acc {run['final_test_acc']:.3f}, dead class units after "
+                  f"{run['after']['dead_units']:.1f}, logit spread {run['after']['logit_spread']:.2g} "
+                  f"({seconds:.0f} s)", flush=True)
     with open(args.out, "w") as f:
         json.dump(result, f)
 
@@ -169,7 +187,9 @@ def plateau_cell(steps, budget):
 def tables(results, args):
     budget = args.epochs * math.ceil(args.limit_train / args.batch_size)
     lines = [f"Training: limit_train={args.limit_train}, limit_test={args.limit_test}, resize={args.resize}, "
-             f"batch_size={args.batch_size}, lr={args.lr}, {args.epochs} epochs = {budget} SGD steps per run. "
+             f"batch_size={args.batch_size}, lr={args.lr}"
+             + (f" after {args.warmup_epochs} epochs at lr {args.warmup_lr}" if args.warmup_epochs else "")
+             + f", {args.epochs} epochs = {budget} SGD steps per run. "
              f"Plateau = SGD steps before the first epoch whose mean train loss < {LEAVE_LOSS} "
              f"(\"never\": not within {budget} steps); stuck = final train loss > {STUCK_LOSS} and "
              f"test acc <= {STUCK_ACC}.", "",
