@@ -17,7 +17,9 @@ Conventions (also returned by :func:`resources` as ``conventions``):
 - Prediction memory: the weights, the image batch (the caller holds it all along) and the largest
   input plus output of any single operation of the forward pass (a convolution, a ReLU, a
   pooling; the batch counted once), as each activation is freed once the next operation has read
-  it. Dropout and flatten return their input: nothing new. No gradients, no graph.
+  it. Dropout and flatten return their input: nothing new. No gradients, no graph. A lower bound:
+  PyTorch's oneDNN 1x1 convolutions on the CPU allocate one more output-sized buffer, so its measured
+  peak is 33% (batch 8) to 45% (batch 128) higher at 224x224 (equal without 1x1 convolutions).
 - Training memory, one step of plain SGD (the trainers' optimizer, without momentum: no optimizer
   state): the weights, their gradients, and the activations autograd keeps for backward, modelled
   on PyTorch: the image batch (kept by the first convolution), each ReLU's output (which the next
@@ -25,7 +27,9 @@ Conventions (also returned by :func:`resources` as ``conventions``):
   int64 argmax indices, dropout's output and its mask (float32, as PyTorch keeps it on the CPU),
   and the global average's output (the logits; flatten is a view). Not counted: the labels, the
   loss, temporaries (a convolution's output before its ReLU, the gradients of activations during
-  backward, the frameworks' workspaces), and the framework's own code and caches.
+  backward, the frameworks' workspaces), and the framework's own code and caches. PyTorch's CPU
+  allocator peaks 5-17% above this estimate over one step of the book's model and its variants
+  (batch 8 and 128, 224x224; see tests/test_resources.py).
 - Each layer's ``train_bytes`` is its weights and gradients plus what it keeps for backward (the
   first layer also holds the image batch), so the column sums to the total.
 """
@@ -84,29 +88,28 @@ def resources(input_shape: tuple[int, int, int, int] = (1, spec.IN_CHANNELS, spe
     shape = (batch, c, h, w)
     image = math.prod(shape)
     names = _names(layers)
-    rows, kept, largest = [], image, image  # the first convolution keeps the batch; prediction holds it
-    first_input = True
+    rows, kept_bytes, largest = [], 0, 0
     for name, layer in zip(names, layers, strict=True):
         params, out = layer.params(shape[1]), layer.output_shape(shape)
         macs, floats, indices, ops = _costs(layer, shape, out)
-        for op_in, op_out in ops:
-            largest = max(largest, image + (0 if first_input else op_in) + op_out)
-            first_input = False
-        layer_kept = floats * BYTES_PER_VALUE + indices * BYTES_PER_INDEX + (image * BYTES_PER_VALUE if not rows
-                                                                               else 0)
-        kept += floats + indices * BYTES_PER_INDEX // BYTES_PER_VALUE
+        if not rows:  # the first operation reads the image batch, which is held all along: not twice
+            ops[0] = (0, ops[0][1])
+        largest = max([largest, *(op_in + op_out for op_in, op_out in ops)])
+        kept = floats * BYTES_PER_VALUE + indices * BYTES_PER_INDEX
+        kept_bytes += kept
         rows.append({"name": name, "kind": layer.kind, "shape": list(out), "params": params, "macs": macs,
                      "flops": 2 * macs, "activations": math.prod(out),
-                     "train_bytes": 2 * params * BYTES_PER_VALUE + layer_kept})
+                     "train_bytes": 2 * params * BYTES_PER_VALUE + kept})
         shape = out
+    rows[0]["train_bytes"] += image * BYTES_PER_VALUE  # the first convolution keeps the image batch
     params = sum(r["params"] for r in rows)
     memory = {
         "weights": params * BYTES_PER_VALUE,
         "gradients": params * BYTES_PER_VALUE,
         "optimizer_state": 0,
         "image_batch": image * BYTES_PER_VALUE,
-        "kept_for_backward": (kept - image) * BYTES_PER_VALUE,
-        "largest_operation": (largest - image) * BYTES_PER_VALUE,
+        "kept_for_backward": kept_bytes,
+        "largest_operation": largest * BYTES_PER_VALUE,
     }
     macs = sum(r["macs"] for r in rows)
     totals = {
