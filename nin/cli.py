@@ -85,6 +85,7 @@ def train(args: argparse.Namespace) -> int:
             "init": args.init,
             "num_1x1": args.num_1x1,
             "head": args.head,
+            "precision": args.precision,
         }
         out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
@@ -100,7 +101,8 @@ def train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
     try:
         history = backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
-                                init=config["init"], run=run, resume=resume, quiet=args.quiet)
+                                init=config["init"], run=run, resume=resume, quiet=args.quiet,
+                                precision=config.get("precision", "float32"))
     except KeyboardInterrupt:
         print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
               f"python -m nin train --resume {out}", file=sys.stderr)
@@ -230,6 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
     p.add_argument("--init", choices=training.INITS, default="xavier",
                    help="convolution weights: xavier (the book's) or kaiming (leaves the 2.303 plateau sooner)")
+    p.add_argument("--precision", choices=training.PRECISIONS, default="float32",
+                   help="bfloat16: faster where the hardware has it (PyTorch and Keras); float32: the book's")
     _add_variant_args(p)
     p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run after its last finished epoch")

@@ -141,7 +141,7 @@ def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=Non
 
 def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
           init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False) -> list[dict]:
+          quiet: bool = False, precision: str = "float32") -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
@@ -151,9 +151,15 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
+    ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
+    stay float32); the default, "float32", is the book's math.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
+    training.check_precision(precision)
+    if precision != "float32":
+        raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9 trains in bfloat16 only "
+                         "through AMP, which rewrites the framework globally; use precision='float32'")
     device = device or (mx.gpu() if mx.context.num_gpus() else mx.cpu())
     history, start = [], 0
     if resume:
@@ -165,6 +171,8 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
         seed = training.new_seed() if seed is None else seed
         mx.random.seed(seed)
         _init_weights(net, init, device)
+    # One cached graph with its memory planned once, instead of one call into MXNet per layer and step.
+    net.hybridize(static_alloc=True, static_shape=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     for epoch in range(start, num_epochs):

@@ -29,6 +29,7 @@ import numpy as np
 from nin import weights
 
 INITS = ("xavier", "kaiming")
+PRECISIONS = ("float32", "bfloat16")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 CURVES = "curves.png"
@@ -50,6 +51,12 @@ def check_init(init: str | None) -> str | None:
     if init is not None and init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     return init
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def check_budget(num_epochs: int, lr: float) -> None:

@@ -166,3 +166,32 @@ def assert_same_weights(a: dict, b: dict, rtol: float = 1e-5) -> None:
 def _numbers(history):
     """A run's records without its timings."""
     return [{k: v for k, v in r.items() if k not in ("examples_per_sec", "seconds")} for r in history]
+
+
+def test_bfloat16_trains_close_to_float32(backend_name, backend, fake):
+    train_iter, test_iter = _loaders(backend, fake[0])
+    if backend_name == "mxnet":
+        with pytest.raises(ValueError, match="Gluon trainer computes in float32 only"):
+            backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, precision="bfloat16", quiet=True)
+        return
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        net = backend.NiN(dropout=0)  # the same computation but for precision (Keras draws masks per dtype)
+        # Kaiming: with Xavier the logits are ~5e-4 apart (the plateau), below bfloat16's resolution.
+        history = backend.train(net, train_iter, test_iter, 1, 0.05, seed=3, init="kaiming", precision=precision,
+                                quiet=True)
+        runs[precision] = (history[0]["train_loss"], frameworks.weights(backend_name, net))
+    start = backend.NiN()
+    frameworks.seed(backend_name, 3)
+    frameworks.init(backend_name, start, "kaiming", 3)  # the weights both runs started from
+
+    def flat(tensors):
+        return np.concatenate([t.ravel() for t in tensors.values()])
+
+    w0, w32, w16 = flat(frameworks.weights(backend_name, start)), flat(runs["float32"][1]), flat(runs["bfloat16"][1])
+    assert w16.dtype == np.float32  # the weights stay float32
+    # bfloat16 keeps 8 bits of mantissa: the loss and the updates are alike, not identical.
+    assert runs["bfloat16"][0] == pytest.approx(runs["float32"][0], rel=0.05)
+    assert 0 < np.linalg.norm(w16 - w32) < 0.6 * np.linalg.norm(w32 - w0)
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, precision="float16", quiet=True)
