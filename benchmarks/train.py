@@ -1,0 +1,129 @@
+"""Training and inference speed of each backend: nin's trainer against the book's loop, and
+against what the machine's matrix multiplication can do.
+
+    python benchmarks/train.py [--backends mxnet,torch,tf] [--images N] [--resize R]
+                               [--batch-size B] [--precision float32|bfloat16] [--json FILE]
+
+One process per framework, one after the other, on the same Fashion-MNIST images. Per backend:
+
+- train_eps: training examples/sec of nin's trainer (second epoch: the first pays for graph
+  building and kernel selection), whole epoch wall time with data loading, test evaluation not
+  included;
+- book_train_eps: the same for the book's training loop (tests/frameworks.py transcribes it:
+  PyTorch and Gluon as d2l's train_ch6 writes them, Keras's compile and fit), same model, data
+  and batch size, in float32;
+- infer_eps: examples/sec of the backend's predict (second pass);
+- gflops_achieved: train_eps x 3 x the forward FLOPs of one image (nin.resources: 2 x MACs; a
+  training step costs about three forward passes: forward, and the two products of backward);
+- matmul_gflops: the best float32 rate of a 4096x4096 matrix product that any of the measured
+  frameworks reaches in this run: one number for all, standing for what the hardware can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+MATMUL_SIZE = 4096
+
+
+def worker(name: str, args) -> dict:
+    import frameworks
+    import nin
+    from nin.resources import resources
+
+    backend = nin.backend(name)
+    train_iter, test_iter = backend.load_data_fashion_mnist(args.batch_size, args.resize, args.data,
+                                                            limit_train=args.images, limit_test=args.images, seed=0)
+    net = backend.NiN()
+    history = backend.train(net, train_iter, test_iter, 2, 0.05, seed=0, init="kaiming", quiet=True,
+                            precision=args.precision)
+    book = backend.NiN()
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        frameworks.book_train(name, book, train_iter, 1, 0.05)
+        seconds.append(time.perf_counter() - start)
+    for _ in range(2):
+        start = time.perf_counter()
+        classes = backend.predict(net, test_iter)
+        infer = time.perf_counter() - start
+    flops = resources((1, 1, args.resize, args.resize))["totals"]["flops"]
+    train_eps = history[-1]["examples_per_sec"]
+    return {"train_eps": train_eps, "book_train_eps": args.images / seconds[-1], "infer_eps": len(classes) / infer,
+            "gflops_achieved": train_eps * 3 * flops / 1e9, "own_matmul_gflops": matmul_gflops(name),
+            "test_acc": history[-1]["test_acc"]}
+
+
+def matmul_gflops(name: str, repeats: int = 5) -> float:
+    """The best rate of a float32 ``MATMUL_SIZE`` square product in this framework."""
+    n = MATMUL_SIZE
+    if name == "torch":
+        import torch
+
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        run = lambda: torch.mm(a, b)  # noqa: E731
+    elif name == "tf":
+        import tensorflow as tf
+
+        a, b = tf.random.uniform((n, n)), tf.random.uniform((n, n))
+        run = lambda: tf.linalg.matmul(a, b).numpy()  # noqa: E731
+    else:
+        from mxnet import np, npx
+
+        a, b = np.random.uniform(size=(n, n)), np.random.uniform(size=(n, n))
+        run = lambda: npx.waitall() or np.dot(a, b).wait_to_read()  # noqa: E731
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="mxnet,torch,tf")
+    parser.add_argument("--images", type=int, default=256, help="training (and test) images per epoch")
+    parser.add_argument("--resize", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args)))
+        return
+    results = {}
+    for name in args.backends.split(","):
+        command = [sys.executable, __file__, "--worker", name, *sys.argv[1:]]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        out = subprocess.run(command, capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            sys.exit(f"benchmark of {name} failed:\n{out.stderr[-3000:]}")
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    matmul = max(r["own_matmul_gflops"] for r in results.values())
+    for r in results.values():
+        r["matmul_gflops"] = matmul
+    print(f"{args.images} images of {args.resize}x{args.resize}, batch {args.batch_size}, {args.precision}; "
+          f"float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul: {matmul:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}\n")
+    print("| backend | nin train ex/s | book loop ex/s | speed-up | GFLOP/s | % of matmul | infer ex/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['train_eps']:.1f} | {r['book_train_eps']:.1f} | "
+              f"{r['train_eps'] / r['book_train_eps']:.2f}x | {r['gflops_achieved']:.0f} | "
+              f"{100 * r['gflops_achieved'] / matmul:.0f}% | {r['infer_eps']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
