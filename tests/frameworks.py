@@ -98,12 +98,16 @@ def weights(name: str, net) -> dict[str, np.ndarray]:
     return nin.backend(name)._get_weights(net)
 
 
-def book_train(name: str, net, train_iter, num_epochs: int, lr: float) -> None:
-    """The book's ``train_ch6`` training loop, as d2l.ai writes it, without its plots and timers."""
-    _BOOK_TRAIN[name](net, train_iter, num_epochs, lr)
+def book_train(name: str, net, train_iter, num_epochs: int, lr: float) -> list[float]:
+    """The book's ``train_ch6`` training loop, as d2l.ai writes it, without its plots; returns each
+    epoch's wall time (data loading included; the loops add up the loss and accuracy every batch,
+    as the book's do, which also waits for MXNet's asynchronous engine)."""
+    return _BOOK_TRAIN[name](net, train_iter, num_epochs, lr)
 
 
 def _book_train_torch(net, train_iter, num_epochs, lr):
+    import time
+
     import torch
     from torch import nn
 
@@ -115,7 +119,9 @@ def _book_train_torch(net, train_iter, num_epochs, lr):
     net.to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     loss = nn.CrossEntropyLoss()
+    seconds = []
     for _ in range(num_epochs):
+        start, metric = time.perf_counter(), [0.0, 0.0, 0]
         net.train()
         for X, y in train_iter:
             optimizer.zero_grad()
@@ -124,9 +130,16 @@ def _book_train_torch(net, train_iter, num_epochs, lr):
             l = loss(y_hat, y)
             l.backward()
             optimizer.step()
+            with torch.no_grad():
+                metric = [metric[0] + float(l * X.shape[0]), metric[1] + float((y_hat.argmax(1) == y).sum()),
+                          metric[2] + X.shape[0]]
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def _book_train_mxnet(net, train_iter, num_epochs, lr):
+    import time
+
     import mxnet as mx
     from mxnet import autograd, gluon, init
 
@@ -134,7 +147,9 @@ def _book_train_mxnet(net, train_iter, num_epochs, lr):
     net.initialize(force_reinit=True, ctx=device, init=init.Xavier())
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    seconds = []
     for _ in range(num_epochs):
+        start, metric = time.perf_counter(), [0.0, 0.0, 0]
         for X, y in train_iter:
             X, y = X.as_in_ctx(device), y.as_in_ctx(device)
             with autograd.record():
@@ -142,16 +157,35 @@ def _book_train_mxnet(net, train_iter, num_epochs, lr):
                 l = loss(y_hat, y)
             l.backward()
             trainer.step(X.shape[0])
+            metric = [metric[0] + float(l.sum()), metric[1] + float((y_hat.argmax(axis=1).astype(y.dtype) == y).sum()),
+                      metric[2] + X.shape[0]]
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def _book_train_tf(net, train_iter, num_epochs, lr):
-    # d2l's TensorFlow train_ch6 compiles the model and calls fit (its callback only plots and times).
+    # d2l's TensorFlow train_ch6 compiles the model and calls fit (its callback plots and times).
+    import time
+
     import tensorflow as tf
+
+    class Timer(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
 
     optimizer = tf.keras.optimizers.SGD(learning_rate=lr)
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     net.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    net.fit(train_iter, epochs=num_epochs, verbose=0)
+    timer = Timer()
+    net.fit(train_iter, epochs=num_epochs, verbose=0, callbacks=[timer])
+    return timer.seconds
 
 
 _BOOK_TRAIN = {"mxnet": _book_train_mxnet, "torch": _book_train_torch, "tf": _book_train_tf}

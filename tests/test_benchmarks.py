@@ -24,6 +24,7 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
     report = json.loads((tmp_path / "b.json").read_text())["results"]
     assert list(report) == REQUESTED
     for name, r in report.items():
+        assert "unsupported" not in r, r
         assert set(r) >= {"train_eps", "book_train_eps", "infer_eps", "gflops_achieved", "matmul_gflops"}, name
         assert all(r[key] > 0 for key in ("train_eps", "book_train_eps", "infer_eps", "gflops_achieved"))
         assert r["matmul_gflops"] == max(x["own_matmul_gflops"] for x in report.values())
