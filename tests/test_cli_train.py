@@ -118,9 +118,6 @@ def test_existing_run_is_not_overwritten(backend_name, backend, fake, tmp_path, 
     assert cli.main(_args(backend_name, fake, out, "--epochs", "1")) == 1
     assert f"continue it with --resume {out}" in capsys.readouterr().err
     assert (out / training.CHECKPOINT).read_bytes() == before
-    other = "torch" if backend_name != "torch" else "tf"
-    assert cli.main(["train", "--resume", str(out), "--backend", other]) == 1
-    assert f"trained with --backend {backend_name}" in capsys.readouterr().err
 
 
 def test_predict_reports_the_runs_test_accuracy(backend_name, backend, fake, tmp_path, capsys):
