@@ -123,7 +123,7 @@ def predict(args: argparse.Namespace) -> int:
     backend.load_weights(net, args.weights)
     _, test_iter = backend.load_data_fashion_mnist(args.batch_size, resize, args.data, limit_test=args.limit)
     classes = backend.predict(net, test_iter)
-    labels = data.subset(data.load_fashion_mnist(args.data, download=False)[1], args.limit)[1]
+    labels = data.labels(args.data, "test")[: len(classes)]
     accuracy = float((classes == labels).mean())  # the test split is not shuffled: file order
     if args.json:
         print(json.dumps({"backend": args.backend, "weights": args.weights, "resize": resize, "images": len(classes),

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nin import spec
+
 #: Public copies of the files, tried in order; a file's URL is mirror + name + ".gz".
 MIRRORS = (
     "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -228,6 +230,25 @@ def _read(path: Path, ndim: int) -> np.ndarray:
         kinds = {3: "images", 1: "labels"}
         raise DataError(f"{path.resolve()}: holds {kinds[array.ndim]}, expected {kinds[ndim]}; {_FIX}")
     return array
+
+
+def load_splits(root=None, resize: int | None = None, limit_train: int | None = None,
+                limit_test: int | None = None, download: bool = True) -> tuple[Split, Split]:
+    """What every backend's ``load_data_fashion_mnist`` starts with: the size checked (NiN's minimum),
+    the files read (:func:`load_fashion_mnist`) and each split cut to its first ``limit`` examples."""
+    if resize is not None:
+        spec.check_image_size(resize, resize)
+    train, test = load_fashion_mnist(root, download=download)
+    return subset(train, limit_train), subset(test, limit_test)
+
+
+def labels(root=None, split: str = "test") -> np.ndarray:
+    """The labels of one split (``"train"`` or ``"test"``), read from its labels file alone."""
+    name = FILES[split][1]
+    path = _find(data_dir(root), name)
+    if path is None:
+        raise DataError(f"{name}[.gz] is missing in {data_dir(root).resolve()}; {_WHERE}")
+    return _read(path, 1)
 
 
 def subset(split: Split, limit: int | None) -> Split:

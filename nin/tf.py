@@ -130,10 +130,7 @@ def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=Non
     the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
     (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
     """
-    if resize is not None:
-        spec.check_image_size(resize, resize)
-    train, test = data.load_fashion_mnist(root, download=download)
-    train, test = data.subset(train, limit_train), data.subset(test, limit_test)
+    train, test = data.load_splits(root, resize, limit_train, limit_test, download)
     return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
             _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
 
@@ -160,8 +157,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     history, start = [], 0
     with tf.device(device):
         if resume:
-            tensors, meta = run.load()
-            seed, init, history, start = meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+            tensors, seed, init, history, start = run.resume()
             _set_weights(net, tensors)
         else:
             seed = training.new_seed() if seed is None else seed
@@ -192,8 +188,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
             meter.stop()
             history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
             if run is not None:
-                run.save(_get_weights(net), {"epoch": epoch, "seed": seed, "init": init, "lr": lr,
-                                             "optimizer": "sgd", "history": history})
+                run.save(_get_weights(net), epoch=epoch, seed=seed, init=init, lr=lr, history=history)
         _set_precision(net, "float32")
     if not quiet and history:
         print(training.book_lines(history, device))

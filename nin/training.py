@@ -148,11 +148,18 @@ class Run:
             raise ValueError(f"{self.checkpoint} holds weights but no training state; start a new run with --out")
         return tensors, meta
 
-    def save(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
-        """Write the checkpoint (a weights file with the run's state), then the metrics and the curves,
-        each file atomically."""
-        weights.save(tensors, self.checkpoint, {**meta, "backend": self.backend, "config": self.config})
-        history = meta["history"]
+    def resume(self) -> tuple[dict[str, np.ndarray], int, str | None, list[dict], int]:
+        """``(weights, seed, init, history, first epoch to run)`` of the checkpoint, for ``train(resume=True)``."""
+        tensors, meta = self.load()
+        return tensors, meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+
+    def save(self, tensors: dict[str, np.ndarray], *, epoch: int, seed: int, init: str | None, lr: float,
+             history: list[dict]) -> None:
+        """Write the checkpoint after ``epoch`` (a weights file with the run's state), then the metrics and
+        the curves, each file atomically."""
+        meta = {"epoch": epoch, "seed": seed, "init": init, "lr": lr, "optimizer": "sgd", "history": history,
+                "backend": self.backend, "config": self.config}
+        weights.save(tensors, self.checkpoint, meta)
         atomic_write(self.directory / METRICS, (json.dumps(history, indent=1) + "\n").encode())
         atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
 
