@@ -9,11 +9,11 @@ One process per framework, one after the other, on the same Fashion-MNIST images
 - train_eps: training examples/sec of nin's trainer (second epoch: the first pays for graph
   building and kernel selection), whole epoch wall time with data loading, test evaluation not
   included;
-- book_train_eps: the same for the book's training loop (tests/frameworks.py transcribes it:
-  PyTorch and Gluon as d2l's train_ch6 writes them, Keras's compile and fit), same model, data
-  and batch size, in float32, second epoch too, in a process of its own that imports the
-  framework first, as the book's code does (so MXNet keeps its own thread count: see
-  nin/mxnet.py);
+- book_train_eps: the same for the book's training loop and data loading (tests/frameworks.py
+  transcribes them: PyTorch and Gluon as d2l's train_ch6 writes them, Keras's compile and fit;
+  d2l's load_data_fashion_mnist over the same images), same model and batch size, in float32,
+  second epoch too, in a process of its own that imports the framework first, as the book's
+  code does (so MXNet keeps its own thread count: see nin/mxnet.py);
 - infer_eps: examples/sec of the backend's predict (second pass);
 - gflops_achieved: train_eps x 3 x the forward FLOPs of one image (nin.resources: 2 x MACs; a
   training step costs about three forward passes: forward, and the two products of backward);
@@ -69,11 +69,13 @@ def book_worker(name: str, args) -> dict:
     importlib.import_module({"mxnet": "mxnet", "torch": "torch", "tf": "tensorflow"}[name])
     import frameworks
     import nin
+    from nin import data
 
     with warnings.catch_warnings():  # nin.mxnet warns that MXNet came first: here, on purpose
         warnings.simplefilter("ignore")
         backend = nin.backend(name)
-    train_iter, _ = _data(backend, args)
+    images, labels = data.load_splits(args.data, args.resize, args.images, 1)[0]
+    train_iter = frameworks.book_loader(name, images, labels, args.batch_size, args.resize)
     return {"book_train_eps": args.images / frameworks.book_train(name, backend.NiN(), train_iter, 2, 0.05)[-1]}
 
 

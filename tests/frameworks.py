@@ -191,6 +191,57 @@ def _book_train_tf(net, train_iter, num_epochs, lr):
 _BOOK_TRAIN = {"mxnet": _book_train_mxnet, "torch": _book_train_torch, "tf": _book_train_tf}
 
 
+def book_loader(name: str, images: np.ndarray, labels: np.ndarray, batch_size: int, resize: int | None):
+    """The book's training iterator (d2l's ``load_data_fashion_mnist``) over in-memory uint8 ``images``
+    (N,28,28) and ``labels``, in place of its own download: PyTorch and Gluon resize and convert
+    each image in 4 worker processes (d2l's ``get_dataloader_workers``), Keras resizes per batch."""
+    return _BOOK_LOADER[name](images, labels, batch_size, resize)
+
+
+def _book_loader_torch(images, labels, batch_size, resize):
+    # torchvision's FashionMNIST with transforms.Resize and ToTensor, as PIL images (torchvision
+    # cannot be imported beside this PyTorch).
+    import torch
+    from PIL import Image
+
+    class FashionMNIST(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            image = Image.fromarray(images[i], mode="L")
+            if resize:
+                image = image.resize((resize, resize), Image.BILINEAR)
+            return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)[None], int(labels[i])
+
+    return torch.utils.data.DataLoader(FashionMNIST(), batch_size, shuffle=True, num_workers=4)
+
+
+def _book_loader_mxnet(images, labels, batch_size, resize):
+    from mxnet import gluon
+    from mxnet import np as mnp
+
+    dataset = gluon.data.vision
+    trans = [dataset.transforms.ToTensor()]
+    if resize:
+        trans.insert(0, dataset.transforms.Resize(resize))
+    trans = dataset.transforms.Compose(trans)
+    mnist_train = gluon.data.ArrayDataset(mnp.array(images[..., None], dtype="uint8"), labels).transform_first(trans)
+    return gluon.data.DataLoader(mnist_train, batch_size, shuffle=True, num_workers=4)
+
+
+def _book_loader_tf(images, labels, batch_size, resize):
+    import tensorflow as tf
+
+    process = lambda X, y: (tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype="int32"))  # noqa: E731
+    resize_fn = lambda X, y: (tf.image.resize_with_pad(X, resize, resize) if resize else X, y)  # noqa: E731
+    return tf.data.Dataset.from_tensor_slices(process(images, labels)).batch(batch_size).shuffle(
+        len(images)).map(resize_fn)
+
+
+_BOOK_LOADER = {"mxnet": _book_loader_mxnet, "torch": _book_loader_torch, "tf": _book_loader_tf}
+
+
 def seed(name: str, value: int) -> None:
     """Seed the framework's global random generator, as the trainers do before initializing."""
     if name == "torch":
