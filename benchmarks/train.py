@@ -2,17 +2,18 @@
 against what the machine's matrix multiplication can do.
 
     python benchmarks/train.py [--backends mxnet,torch,tf] [--images N] [--resize R]
-                               [--batch-size B] [--precision float32|bfloat16] [--json FILE]
+                               [--batch-size B] [--epochs E] [--precision float32|bfloat16]
+                               [--json FILE]
 
 One process per framework, one after the other, on the same Fashion-MNIST images. Per backend:
 
-- train_eps: training examples/sec of nin's trainer (second epoch: the first pays for graph
-  building and kernel selection), whole epoch wall time with data loading, test evaluation not
-  included;
+- train_eps: training examples/sec of nin's trainer over its epochs after the first (which pays
+  for graph building and kernel selection; --epochs, default 3), whole epoch wall time with data
+  loading, test evaluation not included;
 - book_train_eps: the same for the book's training loop and data loading (tests/frameworks.py
   transcribes them: PyTorch and Gluon as d2l's train_ch6 writes them, Keras's compile and fit;
   d2l's load_data_fashion_mnist over the same images), same model and batch size, in float32,
-  second epoch too, in a process of its own that imports the framework first, as the book's
+  the same epochs, in a process of its own that imports the framework first, as the book's
   code does (so MXNet keeps its own thread count: see nin/mxnet.py);
 - infer_eps: examples/sec of the backend's predict (second pass);
 - gflops_achieved: train_eps x 3 x the forward FLOPs of one image (nin.resources: 2 x MACs; a
@@ -44,7 +45,7 @@ def worker(name: str, args) -> dict:
     train_iter, test_iter = _data(backend, args)
     net = backend.NiN()
     try:
-        history = backend.train(net, train_iter, test_iter, 2, 0.05, seed=0, init="kaiming", quiet=True,
+        history = backend.train(net, train_iter, test_iter, args.epochs, 0.05, seed=0, init="kaiming", quiet=True,
                                 precision=args.precision)
     except ValueError as err:  # a precision this backend does not offer
         return {"unsupported": str(err), "own_matmul_gflops": matmul_gflops(name)}
@@ -53,7 +54,7 @@ def worker(name: str, args) -> dict:
         classes = backend.predict(net, test_iter)
         infer = time.perf_counter() - start
     flops = resources((1, 1, args.resize, args.resize))["totals"]["flops"]
-    train_eps = history[-1]["examples_per_sec"]
+    train_eps = sum(r["examples_per_sec"] * r["seconds"] for r in history[1:]) / sum(r["seconds"] for r in history[1:])
     return {"train_eps": train_eps, "infer_eps": len(classes) / infer,
             "gflops_achieved": train_eps * 3 * flops / 1e9, "own_matmul_gflops": matmul_gflops(name),
             "test_acc": history[-1]["test_acc"]}
@@ -76,7 +77,8 @@ def book_worker(name: str, args) -> dict:
         backend = nin.backend(name)
     images, labels = data.load_splits(args.data, args.resize, args.images, 1)[0]
     train_iter = frameworks.book_loader(name, images, labels, args.batch_size, args.resize)
-    return {"book_train_eps": args.images / frameworks.book_train(name, backend.NiN(), train_iter, 2, 0.05)[-1]}
+    seconds = frameworks.book_train(name, backend.NiN(), train_iter, args.epochs, 0.05)[1:]
+    return {"book_train_eps": args.images * len(seconds) / sum(seconds)}
 
 
 def _data(backend, args):
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--backends", default="mxnet,torch,tf")
     parser.add_argument("--images", type=int, default=512, help="training (and test) images per epoch")
     parser.add_argument("--resize", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=3, help="timed: all but the first")
     parser.add_argument("--batch-size", type=int, default=128, help="the book's 128")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
@@ -122,6 +125,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--book", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be 2 or more: the first is not timed")
     if args.worker:
         print(json.dumps((book_worker if args.book else worker)(args.worker, args)))
         return

@@ -18,7 +18,8 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
     make_class_set(tmp_path / "data", n_train=16, n_test=16)
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--backends", ",".join(REQUESTED), "--images", "16",
-         "--resize", "67", "--batch-size", "8", "--data", str(tmp_path / "data"), "--json", str(tmp_path / "b.json")],
+         "--epochs", "2", "--resize", "67", "--batch-size", "8", "--data", str(tmp_path / "data"),
+         "--json", str(tmp_path / "b.json")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "b.json").read_text())["results"]
