@@ -186,8 +186,8 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     training.check_init(init)
     training.check_precision(precision)
     if precision != "float32":
-        raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9 trains in bfloat16 only "
-                         "through AMP, which rewrites the framework globally; use precision='float32'")
+        raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9's bfloat16 (AMP) does not "
+                         "reach numpy-interface Gluon; use precision='float32'")
     device = device or (mx.gpu() if mx.context.num_gpus() else mx.cpu())
     history, start = [], 0
     if resume:
