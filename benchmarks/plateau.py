@@ -184,6 +184,15 @@ def plateau_cell(steps, budget):
     return "never" if steps is None or math.isinf(steps) else f"{steps:g}"
 
 
+def by_init(results, key: str, inits: str):
+    """``(result, init, records)`` for each backend's result and each init that has ``key`` records."""
+    for res in results:
+        for init in inits.split(","):
+            records = [r for r in res[key] if r["init"] == init]
+            if records:
+                yield res, init, records
+
+
 def tables(results, args):
     budget = args.epochs * math.ceil(args.limit_train / args.batch_size)
     lines = [f"Training: limit_train={args.limit_train}, limit_test={args.limit_test}, resize={args.resize}, "
@@ -196,17 +205,13 @@ def tables(results, args):
              "| backend | init | seeds | stuck at end | never left | plateau steps median | min | max "
              "| final test acc median | final test accs |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for res in results:
-        for init in args.inits.split(","):
-            runs = [r for r in res["runs"] if r["init"] == init]
-            if not runs:
-                continue
-            steps = [math.inf if r["plateau_steps"] is None else r["plateau_steps"] for r in runs]
-            accs = [r["final_test_acc"] for r in runs]
-            lines.append(f"| {res['backend']} | {init} | {len(runs)} | {sum(r['stuck'] for r in runs)} "
-                         f"| {sum(math.isinf(s) for s in steps)} | {plateau_cell(statistics.median(steps), budget)} "
-                         f"| {plateau_cell(min(steps), budget)} | {plateau_cell(max(steps), budget)} "
-                         f"| {statistics.median(accs):.3f} | {', '.join(f'{a:.2f}' for a in accs)} |")
+    for res, init, runs in by_init(results, "runs", args.inits):
+        steps = [math.inf if r["plateau_steps"] is None else r["plateau_steps"] for r in runs]
+        accs = [r["final_test_acc"] for r in runs]
+        lines.append(f"| {res['backend']} | {init} | {len(runs)} | {sum(r['stuck'] for r in runs)} "
+                     f"| {sum(math.isinf(s) for s in steps)} | {plateau_cell(statistics.median(steps), budget)} "
+                     f"| {plateau_cell(min(steps), budget)} | {plateau_cell(max(steps), budget)} "
+                     f"| {statistics.median(accs):.3f} | {', '.join(f'{a:.2f}' for a in accs)} |")
     lines += ["", f"At init (no training): {DIAG_BATCH} test images resized to {DIAG_RESIZE}, inference mode, "
               f"mean over seeds {args.diag_seeds or args.seeds}. RMS of each block's output and of the logits; "
               "spread = std of the logits across the 10 classes; zero = fraction of logits exactly 0; "
@@ -215,17 +220,13 @@ def tables(results, args):
               "| backend | init | block 1 | block 2 | block 3 | block 4 | logits | spread | zero | dead | all dead "
               "| loss |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for res in results:
-        for init in args.inits.split(","):
-            ds = [d for d in res["diagnostics"] if d["init"] == init]
-            if not ds:
-                continue
-            mean = lambda key, ds=ds: statistics.mean(d[key] for d in ds)  # noqa: E731
-            rms = [statistics.mean(d["block_rms"][i] for d in ds) for i in range(4)]
-            lines.append(f"| {res['backend']} | {init} | " + " | ".join(f"{v:.2e}" for v in rms)
-                         + f" | {mean('logit_rms'):.2e} | {mean('logit_spread'):.2e} | {mean('zero_logits'):.2f} "
-                         f"| {mean('dead_units'):.2f} | {sum(d['dead_units'] == 1 for d in ds)}/{len(ds)} "
-                         f"| {mean('loss'):.4f} |")
+    for res, init, ds in by_init(results, "diagnostics", args.inits):
+        mean = lambda key, ds=ds: statistics.mean(d[key] for d in ds)  # noqa: E731
+        rms = [statistics.mean(d["block_rms"][i] for d in ds) for i in range(4)]
+        lines.append(f"| {res['backend']} | {init} | " + " | ".join(f"{v:.2e}" for v in rms)
+                     + f" | {mean('logit_rms'):.2e} | {mean('logit_spread'):.2e} | {mean('zero_logits'):.2f} "
+                     f"| {mean('dead_units'):.2f} | {sum(d['dead_units'] == 1 for d in ds)}/{len(ds)} "
+                     f"| {mean('loss'):.4f} |")
     return "\n".join(lines)
 
 
