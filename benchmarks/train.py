@@ -130,12 +130,11 @@ def main() -> None:
     if args.worker:
         print(json.dumps((book_worker if args.book else worker)(args.worker, args)))
         return
-    results = {}
+    results, env = {}, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in args.backends.split(","):
         results[name] = {}
         for book in ([], ["--book"]):
             command = [sys.executable, __file__, "--worker", name, *book, *sys.argv[1:]]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
             out = subprocess.run(command, capture_output=True, text=True, env=env)
             if out.returncode != 0:
                 sys.exit(f"benchmark of {name} failed:\n{out.stderr[-3000:]}")
