@@ -36,7 +36,7 @@ def run(settings: dict, seed: int, args, out: Path) -> dict:
     command = ["python", "-m", "nin", "train", *[f"--{k}={v}" for k, v in options.items()]]
     start = time.perf_counter()
     subprocess.run([sys.executable, *command[1:], f"--out={out / name}", "--quiet"], check=True)
-    records = json.loads((out / name / "metrics.json").read_text())
+    records = json.loads((out / name / "metrics.json").read_text())["history"]
     return {"settings": settings, "seed": seed, "command": shlex.join(command), "records": records,
             "wall_seconds": time.perf_counter() - start}
 

@@ -72,6 +72,9 @@ except ImportError as err:
 
 npx.set_np()
 
+#: the precisions ``train`` offers: MXNet 1.9's bfloat16 (AMP) does not reach numpy-interface Gluon
+PRECISIONS = ("float32",)
+
 __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
            "save_weights", "load_weights"]
 
@@ -169,7 +172,8 @@ def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=Non
 
 def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
           init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32") -> list[dict]:
+          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
+          warmup: float = 0) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
@@ -180,11 +184,13 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
     ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math.
+    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
+    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
+    training.check_schedule(schedule, warmup, num_epochs)
     if precision != "float32":
         raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9's bfloat16 (AMP) does not "
                          "reach numpy-interface Gluon; use precision='float32'")
@@ -206,7 +212,9 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
         mx.random.seed(training.epoch_seed(seed, epoch))
         data.set_epoch(train_iter, epoch)
         meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
-        for X, y in bar:
+        for i, (X, y) in enumerate(bar):
+            trainer.set_learning_rate(training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i,
+                                                             len(train_iter)))
             X, y = X.as_in_ctx(device), y.as_in_ctx(device)
             with autograd.record():
                 y_hat = net(X)
@@ -279,15 +287,18 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 
 def _init_weights(net, init_name: str | None, device) -> None:
-    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default);
-    None keeps the weights."""
+    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default)
+    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
     if init_name is None:
         net.collect_params().reset_ctx(device)
     else:
+        kaiming = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
         scale = {"xavier": init.Xavier(),  # uniform, sqrt(6 / (fan_in + fan_out)): Glorot's
-                 "kaiming": init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)}  # sqrt(6 / fan_in)
+                 "kaiming": kaiming, "centered": kaiming}
         net.initialize(scale[init_name], ctx=device, force_reinit=True)
     _materialize(net)
+    if init_name == "centered":
+        _set_weights(net, training.centered(_get_weights(net)))
 
 
 def _materialize(net) -> None:

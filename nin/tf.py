@@ -37,6 +37,9 @@ if keras.backend.backend() != "tensorflow":
     raise ImportError(f"the 'tf' backend needs Keras on TensorFlow, but Keras runs on "
                       f"{keras.backend.backend()!r}: unset KERAS_BACKEND or set it to 'tensorflow'")
 
+#: the precisions ``train`` offers (bfloat16 through a Keras dtype policy)
+PRECISIONS = ("float32", "bfloat16")
+
 __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
            "save_weights", "load_weights"]
 
@@ -137,7 +140,8 @@ def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=Non
 
 def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
           init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32") -> list[dict]:
+          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
+          warmup: float = 0) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
@@ -148,11 +152,13 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
     ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math.
+    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
+    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
+    training.check_schedule(schedule, warmup, num_epochs)
     device = device or _default_device()
     history, start = [], 0
     with tf.device(device):
@@ -180,7 +186,10 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
             _seed_epoch(net, training.epoch_seed(seed, epoch))
             data.set_epoch(train_iter, epoch)
             meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
-            for X, y in bar:
+            for i, (X, y) in enumerate(bar):
+                # a variable the graph reads: setting it does not retrace ``step``
+                optimizer.learning_rate.assign(training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i,
+                                                                      len(train_iter)))
                 l, y_hat = step(X, y)
                 correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
                 meter.add(l * X.shape[0], correct, X.shape[0])
@@ -270,12 +279,14 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def _init_weights(net, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU, and zero
-    biases; None keeps the weights."""
+    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
     seeds = keras.random.SeedGenerator(seed)
     for _, conv in _convs(net) if init is not None else ():
         initializer = keras.initializers.GlorotUniform if init == "xavier" else keras.initializers.HeUniform
         conv.kernel.assign(initializer(seed=seeds)(conv.kernel.shape))
         conv.bias.assign(numpy.zeros(conv.bias.shape, dtype="float32"))
+    if init == "centered":
+        _set_weights(net, training.centered(_get_weights(net)))
 
 
 def _seed_epoch(net, seed: int) -> None:

@@ -29,6 +29,9 @@ try:
 except ImportError as err:
     raise missing_framework("torch") from err
 
+#: the precisions ``train`` offers (bfloat16 through ``torch.autocast``)
+PRECISIONS = ("float32", "bfloat16")
+
 __all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
            "save_weights", "load_weights"]
 
@@ -128,7 +131,8 @@ def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=Non
 
 def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
           init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32") -> list[dict]:
+          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
+          warmup: float = 0) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
@@ -139,11 +143,13 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
     is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
     ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math.
+    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
+    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
+    training.check_schedule(schedule, warmup, num_epochs)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     history, start = [], 0
     if resume:
@@ -163,7 +169,9 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
         data.set_epoch(train_iter, epoch)
         meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
         net.train()
-        for X, y in bar:
+        for i, (X, y) in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
             optimizer.zero_grad()
             X, y = X.to(device, memory_format=torch.channels_last), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
@@ -250,7 +258,8 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def _init_weights(net, init: str | None) -> None:
     """The book's Xavier-uniform convolution weights, or Kaiming-uniform weights for ReLU with zero
-    biases; None keeps the weights. For "xavier" the biases are drawn as PyTorch draws them when it
+    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights.
+    For "xavier" the biases are drawn as PyTorch draws them when it
     builds the model, first, so that a seeded run is the book's ``torch.manual_seed(seed)``, then
     ``NiN()``, then ``train_ch6``."""
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
@@ -259,10 +268,12 @@ def _init_weights(net, init: str | None) -> None:
             m.reset_parameters()
         for m in convs:
             nn.init.xavier_uniform_(m.weight)
-    elif init == "kaiming":
+    elif init in ("kaiming", "centered"):
         for m in convs:
             nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
+        if init == "centered":
+            _set_weights(net, training.centered(_get_weights(net)))
 
 
 def _model_args(net) -> dict:

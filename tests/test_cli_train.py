@@ -30,7 +30,7 @@ def _args(backend_name, fake, out, *more):
 
 
 def _numbers(path):
-    records = json.loads((path / training.METRICS).read_text())
+    records = json.loads((path / training.METRICS).read_text())["history"]
     return [{k: v for k, v in r.items() if k not in ("examples_per_sec", "seconds")} for r in records]
 
 
@@ -69,7 +69,7 @@ def test_kill_keeps_the_finished_epochs(backend_name, backend, fake, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"--resume {out}" in err
-    records = json.loads((out / training.METRICS).read_text())
+    records = json.loads((out / training.METRICS).read_text())["history"]
     _, meta = training.Run(out, backend_name).load()
     assert len(records) >= 1 and meta["history"][: len(records)] == records[: len(meta["history"])]
 
@@ -127,7 +127,7 @@ def test_predict_reports_the_runs_test_accuracy(backend_name, backend, fake, tmp
     assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),
                      "--data", fake, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    record = json.loads((out / training.METRICS).read_text())[-1]
+    record = json.loads((out / training.METRICS).read_text())["history"][-1]
     assert result["resize"] == 67 and result["images"] == 32 == len(result["predictions"])
     assert result["accuracy"] == record["test_acc"]  # the same weights on the same test images
     assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),

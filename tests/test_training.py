@@ -136,7 +136,7 @@ def test_run_directory_files(backend_name, backend, fake, tmp_path):
     run = training.Run(tmp_path / "run", backend_name)
     train_iter, test_iter = _loaders(backend, fake[0])
     history = backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, seed=1, run=run, quiet=True)
-    metrics = json.loads((tmp_path / "run" / training.METRICS).read_text())
+    metrics = json.loads((tmp_path / "run" / training.METRICS).read_text())["history"]
     assert metrics == history and len(metrics) == 1
     assert tuple(metrics[0]) == training.RECORD_KEYS
     record = metrics[0]

@@ -1,0 +1,110 @@
+"""Named training recipes, and one framework-free way to run them in any backend.
+
+``book`` is d2l.ai's run: 10 epochs of 224x224 images, the book's Xavier init, plain SGD at
+lr 0.1 (the lr of the book's MXNet, PyTorch and TensorFlow tabs), batch 128, float32.
+
+``cpu`` is a recipe for a small CPU that keeps the book's model exactly (layers, widths,
+kernels, dropout 0.5, the one-step head, plain SGD on the mean cross-entropy) and changes
+only how it is trained; each choice is measured in ``benchmarks/accuracy.md``:
+
+- ``resize=96``: about 5.5 times fewer pixels than 224 (the third max-pool then leaves a 1x1
+  map, as at 67: the last block's 3x3 convolution sees one position);
+- ``init="kaiming"``: the book's Xavier init shrinks the signal 2.5 to 5 times per block, so
+  a run sits on the loss-2.303 plateau (``benchmarks/plateau.md``);
+- ``lr=0.1`` reached after a one-epoch linear warm-up, then a cosine decay to 0: the warm-up
+  keeps the first large steps from killing the class units of the last ReLU (the "late
+  collapse" onto the plateau), the decay gives the last points of accuracy;
+- ``precision="bfloat16"`` where the backend offers it (``backend.PRECISIONS``), else float32.
+
+From Python::
+
+    from nin import presets
+    history = presets.train("torch", "cpu", seed=0, data="../shared/data/fashion-mnist")
+
+From the command line: ``python -m nin train --backend torch --preset cpu --seed 0``.
+Explicit settings override the preset's; the run's ``config`` (in ``metrics.json`` and the
+checkpoint) records the preset and every resolved setting, and ``--resume`` keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nin
+from nin import spec, training
+
+#: the settings a preset fixes
+SETTINGS = ("epochs", "lr", "batch_size", "resize", "init", "precision", "schedule", "warmup")
+
+PRESETS = {
+    "book": {"epochs": 10, "lr": 0.1, "batch_size": 128, "resize": spec.BOOK_RESIZE, "init": "xavier",
+             "precision": "float32", "schedule": "constant", "warmup": 0},
+    "cpu": {"epochs": 6, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "centered",
+            "precision": "bfloat16", "schedule": "cosine", "warmup": 1},
+}
+
+
+def resolve(preset: str, backend: str, **overrides) -> dict:
+    """The settings of ``preset`` for ``backend`` (a name of :data:`nin.BACKENDS`), with ``overrides``.
+
+    An override of ``None`` means "not given". A preset's bfloat16 becomes float32 in a backend
+    that does not offer it (its ``PRECISIONS``); an explicit ``precision`` is kept as given, so
+    that the backend refuses it with its reason.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    unknown = set(overrides) - set(SETTINGS)
+    if unknown:
+        raise ValueError(f"a preset has no setting {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}")
+    settings = dict(PRESETS[preset])
+    if overrides.get("precision") is None and settings["precision"] not in nin.backend(backend).PRECISIONS:
+        settings["precision"] = "float32"
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    return settings
+
+
+def config(backend: str, preset: str = "book", *, seed: int | None = None, data=None, limit_train: int | None = None,
+           limit_test: int | None = None, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD, **overrides) -> dict:
+    """Everything a run needs, as ``metrics.json`` and the checkpoint record it: the backend, the
+    preset and its resolved settings, the data, the seed (a fresh one if ``None``) and the variant."""
+    return {"backend": backend, "preset": preset, **resolve(preset, backend, **overrides),
+            "data": None if data is None else os.fspath(data), "limit_train": limit_train, "limit_test": limit_test,
+            "seed": training.new_seed() if seed is None else seed, "num_1x1": num_1x1, "head": head}
+
+
+def fit(config: dict, out, *, resume: bool = False, quiet: bool = False) -> list[dict]:
+    """Train the run that ``config`` (from :func:`config`) describes into the directory ``out``
+    (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from
+    its checkpoint. Returns one record per epoch."""
+    training.check_budget(config["epochs"], config["lr"])
+    training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0), config["epochs"])
+    spec.check_image_size(config["resize"], config["resize"])
+    backend = nin.backend(config["backend"])
+    train_iter, test_iter = backend.load_data_fashion_mnist(
+        config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
+        limit_test=config["limit_test"], seed=config["seed"])
+    net = new_model(backend, num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
+    run = training.Run(out, config["backend"], config)
+    return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
+                         init=config["init"], run=run, resume=resume, quiet=quiet,
+                         precision=config.get("precision", "float32"), schedule=config.get("schedule", "constant"),
+                         warmup=config.get("warmup", 0))
+
+
+def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, **settings) -> list[dict]:
+    """Train a new NiN in ``backend`` with ``preset`` on Fashion-MNIST; ``settings`` are those of
+    :func:`config` (``seed``, ``data``, ``epochs``, ``lr``, ...). The run goes to ``out``
+    (default ``runs/<backend>-<preset>-<seed>``). Returns one record per epoch."""
+    run_config = config(backend, preset, **settings)
+    out = out or os.path.join("runs", f"{backend}-{preset}-{run_config['seed']}")
+    if os.path.exists(os.path.join(out, training.CHECKPOINT)):
+        raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+    return fit(run_config, out, quiet=quiet)
+
+
+def new_model(backend, **kwargs):
+    """A fresh ``NiN(**kwargs)`` of ``backend``, ready to run (Gluon's parameters initialized, as the book does)."""
+    net = backend.NiN(**kwargs)
+    if backend.__name__ == "nin.mxnet":
+        net.initialize()
+    return net

@@ -1,0 +1,197 @@
+"""Presets (``--preset book|cpu``), the learning-rate schedule, and a short run with the CPU
+preset's settings on real Fashion-MNIST images that must learn (leave the loss-2.303 plateau)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import frameworks
+from fakedata import make_set
+from nin import cli, presets, training, weights
+from nin.presets import new_model
+
+REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
+
+
+def test_book_preset_is_the_books_settings():
+    book = presets.PRESETS["book"]
+    assert (book["epochs"], book["lr"], book["batch_size"], book["resize"]) == (10, 0.1, 128, 224)
+    assert (book["init"], book["precision"], book["schedule"], book["warmup"]) == ("xavier", "float32", "constant", 0)
+
+
+def test_every_preset_fixes_every_setting():
+    for name, settings in presets.PRESETS.items():
+        assert tuple(settings) == presets.SETTINGS, name
+
+
+def test_explicit_settings_override_the_preset(backend_name, backend):
+    resolved = presets.resolve("cpu", backend_name, lr=0.02, resize=None, epochs=3)
+    expected = dict(presets.PRESETS["cpu"], lr=0.02, epochs=3)
+    expected["precision"] = "bfloat16" if "bfloat16" in backend.PRECISIONS else "float32"
+    assert resolved == expected
+
+
+def test_cpu_preset_uses_bfloat16_only_where_the_backend_offers_it(backend_name, backend):
+    assert presets.resolve("cpu", backend_name)["precision"] in backend.PRECISIONS
+    assert presets.resolve("cpu", backend_name, precision="float32")["precision"] == "float32"
+    # asked for explicitly, bfloat16 is kept: the backend itself then says why it cannot
+    assert presets.resolve("cpu", backend_name, precision="bfloat16")["precision"] == "bfloat16"
+
+
+def test_unknown_preset_or_setting_is_refused():
+    with pytest.raises(ValueError, match="unknown preset 'gpu'; choose one of book, cpu"):
+        presets.resolve("gpu", "torch")
+    with pytest.raises(ValueError, match="no setting momentum"):
+        presets.resolve("cpu", "torch", momentum=0.9)
+
+
+def test_constant_schedule_is_the_books():
+    rates = [training.learning_rate(0.1, "constant", 0, 3, e, b, 5) for e in range(3) for b in range(5)]
+    assert rates == [0.1] * 15
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    batches, epochs = 10, 4
+    rates = [training.learning_rate(0.1, "cosine", 1, epochs, e, b, batches) for e in range(epochs)
+             for b in range(batches)]
+    warm, decay = rates[:batches], rates[batches:]
+    assert warm == pytest.approx([0.1 * (b + 1) / batches for b in range(batches)])
+    assert max(rates) == pytest.approx(0.1) and rates[batches - 1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+    assert decay[-1] == pytest.approx(0, abs=1e-12)
+    # halfway through the decay, half the peak
+    assert training.learning_rate(0.1, "cosine", 1, 3, 1, batches - 1, batches) == pytest.approx(0.05)
+    assert math.isclose(training.learning_rate(0.1, "cosine", 0, 2, 0, 0, 2), 0.05)
+
+
+def test_bad_schedules_are_refused():
+    with pytest.raises(ValueError, match="unknown schedule 'step'; choose one of constant, cosine"):
+        training.check_schedule("step", 0, 3)
+    for warmup in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="warmup must be a number of epochs, 0 or more"):
+            training.check_schedule("cosine", warmup, 3)
+
+
+def test_a_warmup_as_long_as_the_run_only_warms_up():
+    rates = [training.learning_rate(0.1, "cosine", 2, 1, 0, b, 4) for b in range(4)]
+    assert rates == pytest.approx([0.0125, 0.025, 0.0375, 0.05])
+
+
+def _config(path: Path) -> tuple[dict, dict]:
+    """The config in ``metrics.json`` and in the checkpoint."""
+    return json.loads((path / training.METRICS).read_text())["config"], weights.load(path / training.CHECKPOINT)[1][
+        "config"]
+
+
+def test_cli_records_the_preset_and_resume_keeps_it(backend_name, backend, tmp_path):
+    make_set(tmp_path / "data", n_train=48, n_test=32)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--backend", backend_name, "--preset", "cpu", "--data", str(tmp_path / "data"),
+                     "--resize", "67", "--batch-size", "16", "--epochs", "2", "--warmup", "0.5", "--seed", "3",
+                     "--out", str(out), "--quiet"]) == 0
+    expected = dict(presets.resolve("cpu", backend_name), resize=67, batch_size=16, epochs=2, warmup=0.5)
+    in_metrics, in_checkpoint = _config(out)
+    assert in_metrics == in_checkpoint
+    assert in_metrics["preset"] == "cpu" and in_metrics["seed"] == 3 and in_metrics["backend"] == backend_name
+    assert {key: in_metrics[key] for key in presets.SETTINGS} == expected
+    assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    resumed, _ = _config(out)
+    assert resumed == dict(in_metrics, epochs=3)
+    assert len(json.loads((out / training.METRICS).read_text())["history"]) == 3
+
+
+def test_cli_book_preset_is_the_default(tmp_path, backend_name):
+    make_set(tmp_path / "data", n_train=16, n_test=16)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--backend", backend_name, "--data", str(tmp_path / "data"), "--resize", "67",
+                     "--epochs", "1", "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    config, _ = _config(out)
+    assert config["preset"] == "book"
+    assert {key: config[key] for key in presets.SETTINGS} == dict(presets.PRESETS["book"], resize=67, epochs=1)
+
+
+def test_python_preset_train_writes_the_run(backend_name, tmp_path):
+    make_set(tmp_path / "data", n_train=16, n_test=16)
+    history = presets.train(backend_name, "cpu", seed=1, data=tmp_path / "data", resize=67, epochs=2,
+                            out=tmp_path / "run", quiet=True)
+    config, _ = _config(tmp_path / "run")
+    assert len(history) == 2 and config["preset"] == "cpu" and config["init"] == "centered"
+    with pytest.raises(ValueError, match="already holds a run"):
+        presets.train(backend_name, "cpu", seed=1, data=tmp_path / "data", resize=67, epochs=2, out=tmp_path / "run")
+
+
+# A short run with the CPU preset's settings (size, init, lr, schedule, batch, precision) on 4,096 real
+# training images: the loss-2.303 plateau cannot reach a train loss below 1.5 or a test accuracy of 0.5.
+LEARN = {"limit_train": 4096, "limit_test": 1000, "epochs": 3}
+
+
+def test_cpu_preset_learns_on_a_few_thousand_images(backend_name, tmp_path):
+    if not REAL_DATA.is_dir():
+        pytest.fail(f"this test trains on the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
+                    "the directory of the four IDX files", pytrace=False)
+    history = presets.train(backend_name, "cpu", seed=0, data=REAL_DATA, out=tmp_path / "run", quiet=True, **LEARN)
+    assert history[-1]["train_loss"] < 1.5, history
+    assert history[-1]["test_acc"] > 0.5, history
+
+
+def _initialized(backend_name, backend, how: str, seed: int):
+    net = new_model(backend)
+    frameworks.seed(backend_name, seed)
+    frameworks.init(backend_name, net, how, seed)
+    return net
+
+
+def test_centered_init_is_kaiming_with_zero_mean_filters(backend_name, backend):
+    kaiming = frameworks.weights(backend_name, _initialized(backend_name, backend, "kaiming", 0))
+    centered = frameworks.weights(backend_name, _initialized(backend_name, backend, "centered", 0))
+    first = "blocks.0.convs.0.weight"
+    for name, w in centered.items():
+        if name.endswith(".bias"):
+            assert not w.any(), name
+        elif name == first:  # the image's convolution keeps its Kaiming weights
+            assert np.abs(w.mean(axis=(1, 2, 3))).max() > 1e-3, name
+        else:
+            assert np.abs(w.mean(axis=(1, 2, 3))).max() < 1e-6 * np.abs(w).max(), name
+        fan_in = int(np.prod(w.shape[1:]))
+        if name.endswith(".weight") and fan_in >= 90:  # Kaiming's scale sqrt(2 / fan_in), with enough samples
+            assert w.std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.15), name
+    # the same draws as "kaiming" from the same seed, made zero-mean
+    for name, w in training.centered(kaiming).items():
+        np.testing.assert_allclose(centered[name], w, atol=1e-6, err_msg=name)
+
+
+def test_centered_init_keeps_every_class_unit_on_at_the_start(backend_name, backend):
+    """With Kaiming weights some class units of the last ReLU are 0 for every image; centered, none is."""
+    if not REAL_DATA.is_dir():
+        pytest.fail(f"this test reads the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
+                    "the directory of the four IDX files", pytrace=False)
+    _, test_iter = backend.load_data_fashion_mnist(256, 96, REAL_DATA, limit_test=256)
+    X = frameworks.to_numpy_nchw(backend_name, next(iter(test_iter))[0])
+    off = {}
+    for how in ("kaiming", "centered"):
+        off[how] = [int((frameworks.forward(backend_name, _initialized(backend_name, backend, how, seed), X) == 0)
+                        .all(axis=0).sum()) for seed in range(4)]
+    assert sum(off["kaiming"]) >= 2, off
+    assert off["centered"] == [0, 0, 0, 0], off
+
+
+def test_every_step_takes_the_schedules_rate(backend_name, backend, tmp_path):
+    """A warm-up far longer than the run keeps every step's rate near 0: the weights stay where they started."""
+    make_set(tmp_path / "data", n_train=48, n_test=16)
+    train_iter, test_iter = backend.load_data_fashion_mnist(16, 67, tmp_path / "data", seed=0)
+    start = frameworks.weights(backend_name, _initialized(backend_name, backend, "kaiming", 3))
+    moved = {}
+    for warmup in (0, 1e12):
+        net = new_model(backend)
+        backend.train(net, train_iter, test_iter, 1, 0.1, seed=3, init="kaiming", schedule="constant", warmup=warmup,
+                      quiet=True)
+        end = frameworks.weights(backend_name, net)
+        moved[warmup] = max(float(np.abs(end[k] - start[k]).max() / np.abs(start[k]).max()) for k in start
+                            if k.endswith(".weight"))
+    assert moved[1e12] < 1e-6 < 1e-3 < moved[0], moved
