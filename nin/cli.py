@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
     p.add_argument("--preset", choices=list(presets.PRESETS), default="book",
                    help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: the book's accuracy on a "
-                        "small CPU (96x96, 6 epochs, Kaiming, warm-up and cosine decay, bfloat16 where offered). "
+                        "small CPU (96x96, 6 epochs, centered init, warm-up and cosine decay, bfloat16 where offered). "
                         "The flags below override the preset's values")
     p.add_argument("--epochs", type=int, help="number of epochs in all")
     p.add_argument("--lr", type=float, help="learning rate (the peak, with a warm-up or a cosine schedule)")
@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-test", type=int, metavar="N", help="test on the first N images only")
     p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
     p.add_argument("--init", choices=training.INITS,
-                   help="convolution weights: xavier (the book's) or kaiming (leaves the 2.303 plateau sooner)")
+                   help="convolution weights: xavier (the book's), kaiming (leaves the 2.303 plateau sooner) or "
+                        "centered (Kaiming with zero-mean filters: no class unit starts off for every image)")
     p.add_argument("--precision", choices=training.PRECISIONS,
                    help="bfloat16: faster where the hardware has it (PyTorch and Keras); float32: the book's")
     p.add_argument("--schedule", choices=training.SCHEDULES,
