@@ -144,7 +144,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
           warmup: float = 0) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; or
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered"; or
     None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
     train loss, train accuracy, test accuracy and examples per second; at the end the book's
     two lines (unless ``quiet``).

@@ -30,3 +30,25 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
         assert all(r[key] > 0 for key in ("train_eps", "book_train_eps", "infer_eps", "gflops_achieved"))
         assert r["matmul_gflops"] == max(x["own_matmul_gflops"] for x in report.values())
         assert f"| {name} | {r['train_eps']:.1f} |" in result.stdout
+
+
+def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_path):
+    make_class_set(tmp_path / "data", n_train=16, n_test=16)
+    outputs = ["--json", str(tmp_path / "a.json"), "--md", str(tmp_path / "a.md"), "--png", str(tmp_path / "a.png")]
+    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backends", ",".join(REQUESTED),
+               "--seeds", "0,1", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), *outputs,
+               "--", "--epochs", "2", "--resize", "67", "--batch-size", "8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert [(r["backend"], r["seed"]) for r in rows] == [(b, s) for b in REQUESTED for s in (0, 1)]
+    for r in rows:
+        assert r["config"]["preset"] == "cpu" and r["config"]["resize"] == 67 and len(r["history"]) == 2
+        assert r["final_test_acc"] == r["history"][-1]["test_acc"] and r["minutes"] > 0
+        assert f"| {r['backend']} | {r['seed']} | {r['config']['precision']} | {r['final_test_acc']:.3f} |" in (
+            (tmp_path / "a.md").read_text())
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    # a second call trains nothing: every run is finished, and is read back
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "nin train" not in again.stdout
+    assert json.loads((tmp_path / "a.json").read_text())["rows"] == rows
