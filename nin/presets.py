@@ -57,7 +57,9 @@ def resolve(preset: str, backend: str, **overrides) -> dict:
     if unknown:
         raise ValueError(f"a preset has no setting {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}")
     settings = dict(PRESETS[preset])
-    if overrides.get("precision") is None and settings["precision"] not in nin.backend(backend).PRECISIONS:
+    # float32 is in every backend: only another precision imports the backend (and its framework) to ask
+    if (overrides.get("precision") is None and settings["precision"] != "float32"
+            and settings["precision"] not in nin.backend(backend).PRECISIONS):
         settings["precision"] = "float32"
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return settings
