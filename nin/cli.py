@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
     p.add_argument("--init", choices=training.INITS,
                    help="convolution weights: xavier (the book's), kaiming (leaves the 2.303 plateau sooner) or "
-                        "centered (Kaiming with zero-mean filters: no class unit starts off for every image)")
+                        "centered (Kaiming with zero-mean filters: far fewer class units start off for every image)")
     p.add_argument("--precision", choices=training.PRECISIONS,
                    help="bfloat16: faster where the hardware has it (PyTorch and Keras); float32: the book's")
     p.add_argument("--schedule", choices=training.SCHEDULES,

@@ -169,19 +169,20 @@ def test_centered_init_is_kaiming_with_zero_mean_filters(backend_name, backend):
         np.testing.assert_allclose(centered[name], w, atol=1e-6, err_msg=name)
 
 
-def test_centered_init_keeps_every_class_unit_on_at_the_start(backend_name, backend):
-    """With Kaiming weights some class units of the last ReLU are 0 for every image; centered, none is."""
+def test_centered_init_leaves_far_fewer_class_units_off_at_the_start(backend_name, backend):
+    """With Kaiming weights about a third of the class units of the last ReLU are 0 for every image at the
+    start; centered, about one in twenty (seeds 0-9, 1,000 test images: 32-35 against 5-6 in each backend)."""
     if not REAL_DATA.is_dir():
         pytest.fail(f"this test reads the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
                     "the directory of the four IDX files", pytrace=False)
-    _, test_iter = backend.load_data_fashion_mnist(256, 96, REAL_DATA, limit_test=256)
+    _, test_iter = backend.load_data_fashion_mnist(1000, 96, REAL_DATA, limit_test=1000)
     X = frameworks.to_numpy_nchw(backend_name, next(iter(test_iter))[0])
     off = {}
     for how in ("kaiming", "centered"):
         off[how] = [int((frameworks.forward(backend_name, _initialized(backend_name, backend, how, seed), X) == 0)
-                        .all(axis=0).sum()) for seed in range(4)]
-    assert sum(off["kaiming"]) >= 2, off
-    assert off["centered"] == [0, 0, 0, 0], off
+                        .all(axis=0).sum()) for seed in range(10)]
+    assert sum(off["kaiming"]) >= 20, off
+    assert 3 * sum(off["centered"]) <= sum(off["kaiming"]), off
 
 
 def test_every_step_takes_the_schedules_rate(backend_name, backend, tmp_path):
