@@ -80,6 +80,7 @@ def train(args: argparse.Namespace) -> int:
         out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
         if os.path.exists(os.path.join(out, training.CHECKPOINT)):
             raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up logs, as _backend does
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
     try:
         history = presets.fit(config, out, resume=resume, quiet=args.quiet)

@@ -5,15 +5,16 @@ lr 0.1 (the lr of the book's MXNet, PyTorch and TensorFlow tabs), batch 128, flo
 
 ``cpu`` is a recipe for a small CPU that keeps the book's model exactly (layers, widths,
 kernels, dropout 0.5, the one-step head, plain SGD on the mean cross-entropy) and changes
-only how it is trained; each choice is measured in ``benchmarks/accuracy.md``:
+only how it is trained (the measurements behind each choice: ``docs/training.md``):
 
-- ``resize=96``: about 5.5 times fewer pixels than 224 (the third max-pool then leaves a 1x1
+- ``resize=96``: about 5.4 times fewer pixels than 224 (the third max-pool then leaves a 1x1
   map, as at 67: the last block's 3x3 convolution sees one position);
-- ``init="kaiming"``: the book's Xavier init shrinks the signal 2.5 to 5 times per block, so
-  a run sits on the loss-2.303 plateau (``benchmarks/plateau.md``);
-- ``lr=0.1`` reached after a one-epoch linear warm-up, then a cosine decay to 0: the warm-up
-  keeps the first large steps from killing the class units of the last ReLU (the "late
-  collapse" onto the plateau), the decay gives the last points of accuracy;
+- ``init="centered"``: Kaiming weights, whose scale keeps the signal (the book's Xavier init
+  shrinks it 2.5 to 5 times per block: the loss-2.303 plateau), with every filter after the
+  first made zero-mean, so that far fewer class units of the last ReLU start off for every
+  image (:func:`nin.training.centered`);
+- ``lr=0.1`` reached after a one-epoch linear warm-up, then a cosine decay to 0;
+- ``epochs=6``, batch 128 (the book's);
 - ``precision="bfloat16"`` where the backend offers it (``backend.PRECISIONS``), else float32.
 
 From Python::
