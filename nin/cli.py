@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train on Fashion-MNIST with a preset (the book's settings by default)")
     p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
     p.add_argument("--preset", choices=list(presets.PRESETS), default="book",
-                   help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: the book's accuracy on a "
+                   help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: a recipe for a "
                         "small CPU (96x96, 6 epochs, centered init, warm-up and cosine decay, bfloat16 where offered). "
                         "The flags below override the preset's values")
     p.add_argument("--epochs", type=int, help="number of epochs in all")
