@@ -190,7 +190,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
-    training.check_schedule(schedule, warmup, num_epochs)
+    training.check_schedule(schedule, warmup)
     if precision != "float32":
         raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9's bfloat16 (AMP) does not "
                          "reach numpy-interface Gluon; use precision='float32'")

@@ -80,7 +80,7 @@ def fit(config: dict, out, *, resume: bool = False, quiet: bool = False) -> list
     (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from
     its checkpoint. Returns one record per epoch."""
     training.check_budget(config["epochs"], config["lr"])
-    training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0), config["epochs"])
+    training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0))
     spec.check_image_size(config["resize"], config["resize"])
     backend = nin.backend(config["backend"])
     train_iter, test_iter = backend.load_data_fashion_mnist(

@@ -158,7 +158,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
-    training.check_schedule(schedule, warmup, num_epochs)
+    training.check_schedule(schedule, warmup)
     device = device or _default_device()
     history, start = [], 0
     with tf.device(device):

@@ -149,7 +149,7 @@ def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision)
-    training.check_schedule(schedule, warmup, num_epochs)
+    training.check_schedule(schedule, warmup)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     history, start = [], 0
     if resume:

@@ -80,7 +80,7 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def check_schedule(schedule: str, warmup: float, num_epochs: int) -> str:
+def check_schedule(schedule: str, warmup: float) -> str:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if not 0 <= warmup < math.inf:
