@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import frameworks  # noqa: E402  (the tests' per-framework glue: forward, weights, init)
-import nin  # noqa: E402
-from fakedata import make_class_set  # noqa: E402
-from nin.cli import new_model  # noqa: E402
+import nin
+from nin import data, weights
 
 
 def main() -> None:
@@ -35,23 +30,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     backends = {name: nin.backend(name) for name in nin.BACKENDS}
-    tmp = Path(tempfile.mkdtemp())
-    make_class_set(tmp / "data", n_train=args.batch, n_test=args.batch)
-    start = tmp / "start.safetensors"
-    source = new_model(backends["torch"])
-    frameworks.seed("torch", args.seed)
-    frameworks.init("torch", source, "kaiming", args.seed)
+    rng = np.random.default_rng(args.seed)
+    split = (rng.integers(0, 256, (args.batch, 28, 28), dtype=np.uint8), rng.integers(0, 10, args.batch))
+    start = Path(tempfile.mkdtemp()) / "start.safetensors"
+    source = backends["torch"].NiN()
+    backends["torch"].init_weights(source, "kaiming", args.seed)
     backends["torch"].save_weights(source, start)
-    w0 = frameworks.load_canonical(start)
+    w0, _ = weights.load(start)
     logits, stepped = {}, {}
     for name, backend in backends.items():
-        _, batch = backend.load_data_fashion_mnist(args.batch, resize=args.size, root=tmp / "data")
+        batch = backend.loader(split, data.BatchSampler(args.batch, args.batch, shuffle=False), args.size)
         net = backend.NiN(dropout=0)
         backend.load_weights(net, start)
-        X = frameworks.to_numpy_nchw(name, next(iter(batch))[0])
-        logits[name] = frameworks.forward(name, net, X)
+        logits[name] = backend.logits(net, next(iter(batch))[0])
         backend.train(net, batch, batch, 1, 0.1, init=None, seed=args.seed, quiet=True)
-        stepped[name] = frameworks.weights(name, net)
+        stepped[name] = backend.get_weights(net)
     print(f"{args.batch} images of {args.size}x{args.size}, float32, weights: PyTorch's Kaiming init, "
           f"seed {args.seed}\n")
     print("| pair | logits: max diff / max logit | weights after the step: norm diff / norm | "

@@ -9,7 +9,7 @@ Two measurements per backend, init and seed, each backend in its own process, on
    output of each of the four NiN blocks and of the logits, the spread of the logits across the
    classes, the fraction of logits that are exactly 0 (ReLU), the fraction of class units that are
    0 for the whole batch (dead), and the cross-entropy. The weights are the ones ``train`` starts
-   from with the same seed (the backend's ``_init_weights``, seeded as ``train`` seeds it).
+   from with the same seed (the backend's ``init_weights``).
 2. Training with the public ``train`` (plain SGD, the book's lr 0.1) on a small budget. The
    plateau length is the number of SGD steps done before the first epoch whose mean train loss
    is below 2.2 (resolution: one epoch); a run is "stuck" when it ends with train loss > 2.29 and
@@ -59,51 +59,14 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- worker: one backend
 
-def layer_outputs(backend, mod, net, X):
-    """``(kind, numpy output)`` for each top-level layer, in inference mode (as ``summary`` walks them)."""
-    import numpy as np
-
-    out = []
-    if backend == "torch":
-        import torch
-        net.eval()
-        with torch.no_grad():
-            for layer in net:
-                X = layer(X)
-                out.append((mod._KINDS[type(layer)], X.numpy()))
-    elif backend == "mxnet":
-        for layer in net:  # outside autograd.record(): inference mode
-            X = layer(X)
-            out.append((mod._KINDS[type(layer)], X.asnumpy()))
-    else:
-        for layer in net.layers:
-            X = layer(X, training=False)
-            out.append((mod._KINDS[type(layer)], np.asarray(X)))
-    return out
-
-
-def init_net(backend, mod, init, seed):
-    """A fresh NiN with the weights ``train(..., seed=seed, init=init)`` starts from."""
-    net = mod.NiN()
-    if backend == "torch":
-        import torch
-        torch.manual_seed(seed)
-        mod._init_weights(net, init)
-    elif backend == "mxnet":
-        import mxnet as mx
-        mx.random.seed(seed)
-        mod._init_weights(net, init, mx.cpu())
-    else:
-        mod._init_weights(net, init, seed)
-    return net
-
-
-def diagnose(backend, mod, net, X, y):
+def diagnose(backend, net, X, y):
     """The RMS, dead channels and logit statistics of ``net`` on the fixed batch ``X``."""
     import numpy as np
 
-    outs = layer_outputs(backend, mod, net, X)
-    channel_axis = -1 if backend == "tf" else 1
+    from nin import book
+
+    outs = book.module(backend).layer_outputs(net, X)  # N,C,H,W
+    channel_axis = 1
     blocks = [a.astype("float64") for kind, a in outs if kind == "nin_block"]
     logits = outs[-1][1].astype("float64")
     z = logits - logits.max(axis=1, keepdims=True)
@@ -133,7 +96,6 @@ def summarize_run(history, steps_per_epoch):
 
 
 def worker(args):
-    import numpy as np
 
     backend = args.backend
     mod = importlib.import_module(f"nin.{backend}")
@@ -143,12 +105,13 @@ def worker(args):
     _, diag_iter = mod.load_data_fashion_mnist(DIAG_BATCH, DIAG_RESIZE, args.data, limit_train=1,
                                                limit_test=DIAG_BATCH, download=False)
     X, y = next(iter(diag_iter))
-    y = np.asarray(y.asnumpy() if hasattr(y, "asnumpy") else y).astype(int)
+    y = mod.to_numpy(y).astype(int)
     diag_seeds = [int(s) for s in (args.diag_seeds or args.seeds).split(",")]
     for init in inits:
         for seed in diag_seeds:
-            net = init_net(backend, mod, init, seed)
-            result["diagnostics"].append({"init": init, "seed": seed, **diagnose(backend, mod, net, X, y)})
+            net = mod.NiN()
+            mod.init_weights(net, init, seed)  # the weights train(..., seed=seed, init=init) starts from
+            result["diagnostics"].append({"init": init, "seed": seed, **diagnose(backend, net, X, y)})
 
     steps_per_epoch = math.ceil(args.limit_train / args.batch_size)
     for init in inits:
@@ -168,7 +131,7 @@ def worker(args):
                    **summarize_run(history, steps_per_epoch),
                    "train_loss": [r["train_loss"] for r in history],
                    "test_acc": [r["test_acc"] for r in history],
-                   "after": diagnose(backend, mod, net, X, y)}  # the same statistics, after training
+                   "after": diagnose(backend, net, X, y)}  # the same statistics, after training
             result["runs"].append(run)
             print(f"{backend} {init} seed {seed}: plateau {run['plateau_steps']} steps, final loss "
                   f"{run['final_loss']:.3f}, test acc {run['final_test_acc']:.3f}, dead class units after "

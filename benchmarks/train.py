@@ -10,7 +10,7 @@ One process per framework, one after the other, on the same Fashion-MNIST images
 - train_eps: training examples/sec of nin's trainer over its epochs after the first (which pays
   for graph building and kernel selection; --epochs, default 3), whole epoch wall time with data
   loading, test evaluation not included;
-- book_train_eps: the same for the book's training loop and data loading (tests/frameworks.py
+- book_train_eps: the same for the book's training loop and data loading (nin/book/
   transcribes them: PyTorch and Gluon as d2l's train_ch6 writes them, Keras's compile and fit;
   d2l's load_data_fashion_mnist over the same images), same model and batch size, in float32,
   the same epochs, in a process of its own that imports the framework first, as the book's
@@ -31,8 +31,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MATMUL_SIZE = 4096
 
@@ -67,17 +65,18 @@ def book_worker(name: str, args) -> dict:
     import numpy
 
     numpy.bool = numpy.bool_  # for MXNet 1.9 beside numpy 1.24-1.26 (see nin/mxnet.py)
-    importlib.import_module({"mxnet": "mxnet", "torch": "torch", "tf": "tensorflow"}[name])
-    import frameworks
     import nin
-    from nin import data
+    from nin import book, data
+
+    importlib.import_module(nin.BACKENDS[name][0])  # the framework first, on purpose (see below)
 
     with warnings.catch_warnings():  # nin.mxnet warns that MXNet came first: here, on purpose
         warnings.simplefilter("ignore")
         backend = nin.backend(name)
     images, labels = data.load_splits(args.data, args.resize, args.images, 1)[0]
-    train_iter = frameworks.book_loader(name, images, labels, args.batch_size, args.resize)
-    seconds = frameworks.book_train(name, backend.NiN(), train_iter, args.epochs, 0.05)[1:]
+    reference = book.module(name)
+    train_iter = reference.load_data(images, labels, args.batch_size, args.resize)
+    seconds = reference.train_ch6(backend.NiN(), train_iter, args.epochs, 0.05)[1:]
     return {"book_train_eps": args.images * len(seconds) / sum(seconds)}
 
 
@@ -88,22 +87,10 @@ def _data(backend, args):
 
 def matmul_gflops(name: str, repeats: int = 5) -> float:
     """The best rate of a float32 ``MATMUL_SIZE`` square product in this framework."""
+    from nin import book
+
+    run = book.module(name).matmul(MATMUL_SIZE)
     n = MATMUL_SIZE
-    if name == "torch":
-        import torch
-
-        a, b = torch.rand(n, n), torch.rand(n, n)
-        run = lambda: torch.mm(a, b)  # noqa: E731
-    elif name == "tf":
-        import tensorflow as tf
-
-        a, b = tf.random.uniform((n, n)), tf.random.uniform((n, n))
-        run = lambda: tf.linalg.matmul(a, b).numpy()  # noqa: E731
-    else:
-        from mxnet import np, npx
-
-        a, b = np.random.uniform(size=(n, n)), np.random.uniform(size=(n, n))
-        run = lambda: npx.waitall() or np.dot(a, b).wait_to_read()  # noqa: E731
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

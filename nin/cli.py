@@ -12,7 +12,6 @@ import time
 import nin
 import nin.resources
 from nin import data, presets, spec, training, weights
-from nin.presets import new_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +36,7 @@ def summary(args: argparse.Namespace) -> int:
     spec.check_input_shape(args.input_shape, args.num_classes)
     spec.architecture(args.num_classes, num_1x1=args.num_1x1, head=args.head)
     backend = _backend(args.backend)
-    net = new_model(backend, num_classes=args.num_classes, in_channels=args.input_shape[1], num_1x1=args.num_1x1,
+    net = backend.NiN(num_classes=args.num_classes, in_channels=args.input_shape[1], num_1x1=args.num_1x1,
                     head=args.head)
     layers = backend.summary(net, args.input_shape)
     total = sum(row["params"] for row in layers)

@@ -255,8 +255,7 @@ def subset(split: Split, limit: int | None) -> Split:
     """The first ``limit`` examples of ``split`` (all of them for ``None``)."""
     if limit is None:
         return split
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"a limit on the number of examples must be a positive integer, got {limit!r}")
+    spec.check_positive_int("a limit on the number of examples", limit)
     return split[0][:limit], split[1][:limit]
 
 
@@ -270,8 +269,7 @@ class BatchSampler:
     """
 
     def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        spec.check_positive_int("batch_size", batch_size)
         self.num_examples, self.batch_size, self.shuffle = num_examples, batch_size, shuffle
         self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
         self.epoch = 0

@@ -25,13 +25,14 @@ Gluon's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 
 import numpy
 
-from nin import data, missing_framework, spec, training, weights
+from nin import api, data, missing_framework, spec, training
 
 # MXNet 1.9.1, the last release, still uses ``numpy.bool``, which numpy 1.24 to 1.26
 # removed (numpy 2 brought it back): give it back before MXNet is imported.
@@ -44,8 +45,8 @@ def _openmp_threads() -> None:
 
     Unless ``OMP_NUM_THREADS`` is set, MXNet 1.9 on x86 sets OpenMP to half the CPUs for the whole
     process: right with two hyperthreads per core, but on CPUs without them (``smt/active`` is 0)
-    it trains at half speed (23 against 44 examples/s on 2 cores) and drops PyTorch in the same
-    process to half its threads. ``MXNET_OMP_MAX_THREADS`` overrides that count, for MXNet only.
+    it trains at half speed (docs/speed.md) and drops PyTorch in the same process to half its threads.
+    ``MXNET_OMP_MAX_THREADS`` overrides that count, for MXNet only.
     """
     if "OMP_NUM_THREADS" in os.environ or "MXNET_OMP_MAX_THREADS" in os.environ:
         return
@@ -65,7 +66,7 @@ def _openmp_threads() -> None:
 _openmp_threads()
 try:
     import mxnet as mx
-    from mxnet import autograd, gluon, init, np, npx
+    from mxnet import autograd, gluon, np, npx
     from mxnet.gluon import nn
 except ImportError as err:
     raise missing_framework("mxnet") from err
@@ -94,17 +95,10 @@ def nin_block(num_channels, kernel_size: int, strides: int, padding: int,
 
 
 class NiN(nn.HybridSequential):
-    """The book's NiN: four NiN blocks, three max-poolings, dropout, global average pooling.
-
-    Args:
-        num_classes: output channels of the last block, one logit each.
-        in_channels: channels of the input images (1 for Fashion-MNIST).
-        dropout: the dropout rate before the last block.
-        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
-        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
-            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
-
-    Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
+    """The book's NiN as a ``HybridSequential`` of :func:`nin.spec.architecture`'s ten layers, whose
+    arguments it takes, and ``in_channels`` (Gluon infers them; kept to refuse other inputs clearly).
+    Inputs are N,C,H,W; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    A model never initialized gets Gluon's default initializer when first used.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
@@ -132,16 +126,15 @@ class NiN(nn.HybridSequential):
 
 
 def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE)) -> list[dict]:
-    """The book's per-layer table, computed by running ``net`` on a random batch.
+    """The book's per-layer table, computed by running ``net`` on a random batch of ``input_shape`` (N,C,H,W).
 
-    ``input_shape`` is channels-first N,C,H,W in every backend. Each row has the layer's
-    ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``, the
-    ``native_shape`` the framework itself produced (in its own layout, see above) and its
-    number of ``params``. A Gluon ``net`` must be initialized first, as in the book.
+    Each row has the layer's ``name``, ``kind`` (see :data:`nin.spec.KINDS`), ``shape``, the same
+    ``native_shape`` (Gluon is channels-first too) and its number of ``params``. A ``net`` never
+    initialized gets Gluon's default initializer first.
     """
     spec.check_input_shape(input_shape, net.num_classes)
     spec.check_channels(input_shape[1], net.in_channels)
-    X = np.random.uniform(size=tuple(input_shape))
+    X = np.random.uniform(size=tuple(input_shape), ctx=_device(net))
     rows = []
     for layer in net:
         X = layer(X)
@@ -155,119 +148,91 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     return rows
 
 
-def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
-                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
-    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
-
-    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
-    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
-    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
-    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
-    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
-    """
-    train, test = data.load_splits(root, resize, limit_train, limit_test, download)
-    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
-            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
-          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0) -> list[dict]:
-    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from Gluon.
 
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered"; or
-    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
-    train loss, train accuracy, test accuracy and examples per second; at the end the book's
-    two lines (unless ``quiet``).
-    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
-    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
-    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
-    ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
-    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
-    """
-    training.check_budget(num_epochs, lr)
-    training.check_init(init)
-    training.check_precision(precision)
-    training.check_schedule(schedule, warmup)
-    if precision != "float32":
-        raise ValueError("the Gluon trainer computes in float32 only: MXNet 1.9's bfloat16 (AMP) does not "
-                         "reach numpy-interface Gluon; use precision='float32'")
-    device = device or (mx.gpu() if mx.context.num_gpus() else mx.cpu())
-    history, start = [], 0
-    if resume:
-        tensors, seed, init, history, start = run.resume()
-        net.initialize(ctx=device, force_reinit=True)
-        _set_weights(net, tensors)
-    else:
-        seed = training.new_seed() if seed is None else seed
-        mx.random.seed(seed)
-        _init_weights(net, init, device)
+def default_device() -> mx.Context:
+    return mx.gpu() if mx.context.num_gpus() else mx.cpu()
+
+
+def from_numpy(X: numpy.ndarray) -> np.ndarray:
+    return np.array(X, dtype=X.dtype)  # NCHW already
+
+
+def to_numpy(X: np.ndarray) -> numpy.ndarray:
+    return X.asnumpy()
+
+
+def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    batches = gluon.data.DataLoader(gluon.data.ArrayDataset(*split), batch_sampler=sampler,
+                                    batchify_fn=lambda samples: _batchify(samples, resize))
+    batches.nin_sampler = sampler
+    return batches
+
+
+def init_weights(net: NiN, init: str | None, seed: int) -> None:
+    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default)
+    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
+    mx.random.seed(seed)
+    if init is not None:
+        kaiming = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
+        scale = {"xavier": mx.init.Xavier(),  # uniform, sqrt(6 / (fan_in + fan_out)): Glorot's
+                 "kaiming": kaiming, "centered": kaiming}
+        net.initialize(scale[init], force_reinit=True)  # on the CPU; the trainer moves it
+    _materialize(net)
+    if init == "centered":
+        set_weights(net, training.centered(get_weights(net)))
+
+
+def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: kernels O,I,kH,kW, as Gluon keeps them."""
+    _materialize(net)
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = conv.weight.data().asnumpy()
+        tensors[f"{name}.bias"] = conv.bias.data().asnumpy()
+    return tensors
+
+
+def set_weights(net: NiN, tensors: dict[str, numpy.ndarray]) -> None:
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
+    _materialize(net)
+    for name, conv in _convs(net):
+        conv.weight.set_data(np.array(tensors[f"{name}.weight"]))
+        conv.bias.set_data(np.array(tensors[f"{name}.bias"]))
+
+
+def seed_epoch(net: NiN, seed: int) -> None:
+    mx.random.seed(seed)
+
+
+@contextlib.contextmanager
+def trainer(net: NiN, device, precision: str):
+    """The book's step: plain SGD on the cross-entropy, the trainer dividing the summed gradients by the batch."""
+    net.collect_params().reset_ctx(device)
     # One cached graph with its memory planned once, instead of one call into MXNet per layer and step.
     net.hybridize(static_alloc=True, static_shape=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
-    for epoch in range(start, num_epochs):
-        mx.random.seed(training.epoch_seed(seed, epoch))
-        data.set_epoch(train_iter, epoch)
-        meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
-        for i, (X, y) in enumerate(bar):
-            trainer.set_learning_rate(training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i,
-                                                             len(train_iter)))
-            X, y = X.as_in_ctx(device), y.as_in_ctx(device)
-            with autograd.record():
-                y_hat = net(X)
-                l = loss(y_hat, y)
-            l.backward()
-            trainer.step(X.shape[0])
-            meter.add(l.sum(), (y_hat.argmax(axis=1).astype(y.dtype) == y).sum(), X.shape[0])
-            training.show(bar, meter)
-        meter.stop()
-        history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
-        if run is not None:
-            run.save(_get_weights(net), epoch=epoch, seed=seed, init=init, lr=lr, history=history)
-    if not quiet and history:
-        print(training.book_lines(history, str(device)))
-    return history
+    sgd = gluon.Trainer(net.collect_params(), "sgd")
+
+    def step(X, y, lr):
+        sgd.set_learning_rate(lr)
+        X, y = X.as_in_ctx(device), y.as_in_ctx(device)
+        with autograd.record():
+            y_hat = net(X)
+            l = loss(y_hat, y)
+        l.backward()
+        sgd.step(X.shape[0])
+        return l.sum(), (y_hat.argmax(axis=1).astype(y.dtype) == y).sum(), X.shape[0]
+
+    yield step
 
 
-def evaluate_accuracy(net, data_iter, device=None) -> float:
-    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
-    pairs = list(_predictions(net, data_iter, device))
-    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
-
-
-def predict(net, data_iter, device=None) -> numpy.ndarray:
-    """The class ``net`` predicts for each example of ``data_iter``, in evaluation mode, in order."""
-    return numpy.concatenate([y_hat for y_hat, _ in _predictions(net, data_iter, device)])
-
-
-def save_weights(net, path) -> None:
-    """Save the weights as a safetensors file that every backend's :func:`load_weights` reads.
-
-    Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
-    the framework keeps; the file is written atomically.
-    """
-    weights.save(_get_weights(net), path, _model_args(net))
-
-
-def load_weights(net, path) -> None:
-    """Load weights saved by any backend's :func:`save_weights` (or a training checkpoint).
-
-    A file that does not fit ``net`` (other class count or input channels, missing or extra
-    tensors, other shapes or dtypes) is refused with a ``ValueError`` that says what differs,
-    and ``net`` is left unchanged.
-    """
-    tensors, _ = weights.load(path)
-    _set_weights(net, tensors)
-
-
-def _predictions(net, data_iter, device):
-    """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
-    device = device or list(net.collect_params().values())[0].list_ctx()[0]
-    for X, y in data_iter:  # outside autograd.record(), Gluon's dropout is off
-        yield net(X.as_in_ctx(device)).argmax(axis=1).asnumpy(), y.asnumpy()
+def logits(net: NiN, X: np.ndarray, device=None) -> numpy.ndarray:
+    device = device or _device(net)
+    return net(X.as_in_ctx(device)).asnumpy()  # outside autograd.record(), Gluon's dropout is off
 
 
 def _batchify(samples, resize: int | None):
@@ -279,44 +244,21 @@ def _batchify(samples, resize: int | None):
     return X.transpose(0, 3, 1, 2), np.array([label for _, label in samples], dtype="int32")
 
 
-def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    loader = gluon.data.DataLoader(gluon.data.ArrayDataset(*split), batch_sampler=sampler,
-                                   batchify_fn=lambda samples: _batchify(samples, resize))
-    loader.nin_sampler = sampler
-    return loader
-
-
-def _init_weights(net, init_name: str | None, device) -> None:
-    """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default)
-    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
-    if init_name is None:
-        net.collect_params().reset_ctx(device)
-    else:
-        kaiming = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
-        scale = {"xavier": init.Xavier(),  # uniform, sqrt(6 / (fan_in + fan_out)): Glorot's
-                 "kaiming": kaiming, "centered": kaiming}
-        net.initialize(scale[init_name], ctx=device, force_reinit=True)
-    _materialize(net)
-    if init_name == "centered":
-        _set_weights(net, training.centered(_get_weights(net)))
-
-
 def _materialize(net) -> None:
     """Make the first call, to which Gluon defers parameter shapes, so that weights can be read and set;
     a model never initialized gets Gluon's default initializer first."""
     size = spec.min_image_size(net.num_classes)
+    net(np.zeros((1, net.in_channels, size, size), ctx=_device(net)))
+
+
+def _device(net) -> mx.Context:
+    """Where ``net``'s parameters are; a model never initialized gets Gluon's default initializer first
+    (the book's ``net.initialize()``), so that a fresh ``NiN()`` works everywhere without it."""
     try:
-        device = list(net.collect_params().values())[0].list_ctx()[0]
+        return list(net.collect_params().values())[0].list_ctx()[0]
     except RuntimeError:  # "has not been initialized"
         net.initialize()
-        device = mx.cpu()
-    net(np.zeros((1, net.in_channels, size, size), ctx=device))
-
-
-def _model_args(net) -> dict:
-    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
-    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
-            "head": net.head}
+        return mx.cpu()
 
 
 def _convs(net):
@@ -325,25 +267,6 @@ def _convs(net):
     for b, block in enumerate(blocks):
         for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2D)):
             yield f"blocks.{b}.convs.{c}", conv
-
-
-def _get_weights(net) -> dict[str, numpy.ndarray]:
-    """The weights in the canonical layout: kernels O,I,kH,kW, as Gluon keeps them."""
-    _materialize(net)
-    tensors = {}
-    for name, conv in _convs(net):
-        tensors[f"{name}.weight"] = conv.weight.data().asnumpy()
-        tensors[f"{name}.bias"] = conv.bias.data().asnumpy()
-    return tensors
-
-
-def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
-    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
-    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
-    _materialize(net)
-    for name, conv in _convs(net):
-        conv.weight.set_data(np.array(tensors[f"{name}.weight"]))
-        conv.bias.set_data(np.array(tensors[f"{name}.bias"]))
 
 
 _KINDS = {nn.HybridSequential: "nin_block", nn.MaxPool2D: "maxpool", nn.Dropout: "dropout",

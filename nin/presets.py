@@ -86,7 +86,7 @@ def fit(config: dict, out, *, resume: bool = False, quiet: bool = False) -> list
     train_iter, test_iter = backend.load_data_fashion_mnist(
         config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
         limit_test=config["limit_test"], seed=config["seed"])
-    net = new_model(backend, num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
+    net = backend.NiN(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
     run = training.Run(out, config["backend"], config)
     return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
                          init=config["init"], run=run, resume=resume, quiet=quiet,
@@ -103,11 +103,3 @@ def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, *
     if os.path.exists(os.path.join(out, training.CHECKPOINT)):
         raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
     return fit(run_config, out, quiet=quiet)
-
-
-def new_model(backend, **kwargs):
-    """A fresh ``NiN(**kwargs)`` of ``backend``, ready to run (Gluon's parameters initialized, as the book does)."""
-    net = backend.NiN(**kwargs)
-    if backend.__name__ == "nin.mxnet":
-        net.initialize()
-    return net

@@ -21,11 +21,12 @@ Keras's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy
 
-from nin import data, missing_framework, spec, training, weights
+from nin import api, data, missing_framework, spec, training
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 try:
@@ -58,17 +59,9 @@ def nin_block(num_channels, kernel_size: int, strides: int, padding: str,
 
 
 class NiN(keras.Sequential):
-    """The book's NiN: four NiN blocks, three max-poolings, dropout, global average pooling.
-
-    Args:
-        num_classes: output channels of the last block, one logit each.
-        in_channels: channels of the input images (1 for Fashion-MNIST).
-        dropout: the dropout rate before the last block.
-        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
-        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
-            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
-
-    Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
+    """The book's NiN as a ``keras.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
+    arguments it takes, and ``in_channels`` (the model is built for them at once).
+    Inputs are N,H,W,C; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
@@ -99,12 +92,10 @@ class NiN(keras.Sequential):
 
 
 def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE)) -> list[dict]:
-    """The book's per-layer table, computed by running ``net`` on a random batch.
+    """The book's per-layer table, computed by running ``net`` on a random batch of ``input_shape`` (N,C,H,W).
 
-    ``input_shape`` is channels-first N,C,H,W in every backend. Each row has the layer's
-    ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``, the
-    ``native_shape`` the framework itself produced (in its own layout, see above) and its
-    number of ``params``. A Gluon ``net`` must be initialized first, as in the book.
+    Each row has the layer's ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``,
+    the ``native_shape`` Keras produced (N,H,W,C) and its number of ``params``.
     """
     spec.check_input_shape(input_shape, net.num_classes)
     spec.check_channels(input_shape[1], net.in_channels)
@@ -123,137 +114,25 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     return rows
 
 
-def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
-                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
-    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
-
-    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
-    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
-    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
-    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
-    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
-    """
-    train, test = data.load_splits(root, resize, limit_train, limit_test, download)
-    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
-            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
-          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0) -> list[dict]:
-    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from Keras.
 
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered"; or
-    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
-    train loss, train accuracy, test accuracy and examples per second; at the end the book's
-    two lines (unless ``quiet``).
-    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
-    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
-    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
-    ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
-    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
-    """
-    training.check_budget(num_epochs, lr)
-    training.check_init(init)
-    training.check_precision(precision)
-    training.check_schedule(schedule, warmup)
-    device = device or _default_device()
-    history, start = [], 0
-    with tf.device(device):
-        if resume:
-            tensors, seed, init, history, start = run.resume()
-            _set_weights(net, tensors)
-        else:
-            seed = training.new_seed() if seed is None else seed
-            _init_weights(net, init, seed)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        optimizer = keras.optimizers.SGD(learning_rate=lr)
-        _set_precision(net, precision)
-
-        # A graph, not eager calls; not XLA (jit_compile), which runs NiN slower than oneDNN on CPUs.
-        @tf.function
-        def step(X, y):
-            with tf.GradientTape() as tape:
-                y_hat = tf.cast(net(X, training=True), tf.float32)
-                l = loss(y, y_hat)
-            grads = tape.gradient(l, net.trainable_variables)
-            optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-            return l, y_hat
-
-        for epoch in range(start, num_epochs):
-            _seed_epoch(net, training.epoch_seed(seed, epoch))
-            data.set_epoch(train_iter, epoch)
-            meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
-            for i, (X, y) in enumerate(bar):
-                # a variable the graph reads: setting it does not retrace ``step``
-                optimizer.learning_rate.assign(training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i,
-                                                                      len(train_iter)))
-                l, y_hat = step(X, y)
-                correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
-                meter.add(l * X.shape[0], correct, X.shape[0])
-                training.show(bar, meter)
-            meter.stop()
-            history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
-            if run is not None:
-                run.save(_get_weights(net), epoch=epoch, seed=seed, init=init, lr=lr, history=history)
-        _set_precision(net, "float32")
-    if not quiet and history:
-        print(training.book_lines(history, device))
-    return history
-
-
-def evaluate_accuracy(net, data_iter, device=None) -> float:
-    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
-    pairs = list(_predictions(net, data_iter, device))
-    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
-
-
-def predict(net, data_iter, device=None) -> numpy.ndarray:
-    """The class ``net`` predicts for each example of ``data_iter``, in evaluation mode, in order."""
-    return numpy.concatenate([y_hat for y_hat, _ in _predictions(net, data_iter, device)])
-
-
-def save_weights(net, path) -> None:
-    """Save the weights as a safetensors file that every backend's :func:`load_weights` reads.
-
-    Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
-    the framework keeps; the file is written atomically.
-    """
-    weights.save(_get_weights(net), path, _model_args(net))
-
-
-def load_weights(net, path) -> None:
-    """Load weights saved by any backend's :func:`save_weights` (or a training checkpoint).
-
-    A file that does not fit ``net`` (other class count or input channels, missing or extra
-    tensors, other shapes or dtypes) is refused with a ``ValueError`` that says what differs,
-    and ``net`` is left unchanged.
-    """
-    tensors, _ = weights.load(path)
-    _set_weights(net, tensors)
-
-
-def _predictions(net, data_iter, device):
-    """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
-    with tf.device(device or _default_device()):
-        for X, y in data_iter:
-            yield tf.argmax(net(X, training=False), axis=1).numpy(), y.numpy()
-
-
-def _set_precision(net, precision: str) -> None:
-    """Keras's dtype policy: "mixed_bfloat16" computes in bfloat16 and keeps float32 weights."""
-    policy = keras.DTypePolicy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    for layer in net._flatten_layers(include_self=False):
-        layer.dtype_policy = policy
-
-
-def _default_device() -> str:
+def default_device() -> str:
     return "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
 
 
-def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+def from_numpy(X: numpy.ndarray) -> tf.Tensor:
+    return tf.constant(X.transpose(0, 2, 3, 1) if X.ndim == 4 else X)  # images NCHW to NHWC
+
+
+def to_numpy(X: tf.Tensor) -> numpy.ndarray:
+    X = X.numpy()
+    return X.transpose(0, 3, 1, 2) if X.ndim == 4 else X  # images NHWC to NCHW
+
+
+def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
     """A ``tf.data`` pipeline: index batches from ``sampler``, then one gather and resize per batch."""
     images, labels = tf.constant(split[0]), tf.constant(split[1], dtype=tf.int32)
 
@@ -264,8 +143,7 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
         return X, tf.gather(labels, indices)
 
     # One batch prepared ahead on a background thread, without tf.data's autotuning: its thread sleeps
-    # 10 ms, 20 ms, 40 ms... between rounds, and the end of an epoch waits for it to wake (up to 9 s
-    # of an 11 s epoch at 224x224). Loading (over 2,000 images/s) is not what takes the time.
+    # longer and longer between rounds, and the end of an epoch waits for it to wake (docs/speed.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     dataset = (tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=tf.TensorSpec((None,), tf.int64))
@@ -277,7 +155,7 @@ def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
     return dataset
 
 
-def _init_weights(net, init: str | None, seed: int) -> None:
+def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU, and zero
     biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
     seeds = keras.random.SeedGenerator(seed)
@@ -286,32 +164,10 @@ def _init_weights(net, init: str | None, seed: int) -> None:
         conv.kernel.assign(initializer(seed=seeds)(conv.kernel.shape))
         conv.bias.assign(numpy.zeros(conv.bias.shape, dtype="float32"))
     if init == "centered":
-        _set_weights(net, training.centered(_get_weights(net)))
+        set_weights(net, training.centered(get_weights(net)))
 
 
-def _seed_epoch(net, seed: int) -> None:
-    """Seed TensorFlow, and Keras's dropout, whose generator keeps its own state in the model."""
-    keras.utils.set_random_seed(seed)
-    for layer in net.layers:
-        if isinstance(layer, keras.layers.Dropout) and layer.rate > 0:  # rate 0 makes no generator
-            layer.seed_generator.state.assign(numpy.array([seed, 0], dtype="int64"))
-
-
-def _model_args(net) -> dict:
-    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
-    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
-            "head": net.head}
-
-
-def _convs(net):
-    """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net.layers if isinstance(m, keras.Sequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block.layers if isinstance(m, keras.layers.Conv2D)):
-            yield f"blocks.{b}.convs.{c}", conv
-
-
-def _get_weights(net) -> dict[str, numpy.ndarray]:
+def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
     """The weights in the canonical layout: Keras's kH,kW,I,O kernels become O,I,kH,kW."""
     tensors = {}
     for name, conv in _convs(net):
@@ -320,12 +176,69 @@ def _get_weights(net) -> dict[str, numpy.ndarray]:
     return tensors
 
 
-def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
-    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
+def set_weights(net: NiN, tensors: dict[str, numpy.ndarray]) -> None:
     spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
     for name, conv in _convs(net):
         conv.kernel.assign(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
         conv.bias.assign(tensors[f"{name}.bias"])
+
+
+def seed_epoch(net: NiN, seed: int) -> None:
+    """Seed TensorFlow, and Keras's dropout, whose generator keeps its own state in the model."""
+    keras.utils.set_random_seed(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.Dropout) and layer.rate > 0:  # rate 0 makes no generator
+            layer.seed_generator.state.assign(numpy.array([seed, 0], dtype="int64"))
+
+
+@contextlib.contextmanager
+def trainer(net: NiN, device, precision: str):
+    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through a Keras dtype policy."""
+    with tf.device(device):
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = keras.optimizers.SGD()
+        _set_precision(net, precision)
+
+        # A graph, not eager calls; not XLA (jit_compile), which runs NiN slower than oneDNN on CPUs.
+        @tf.function
+        def graph_step(X, y):
+            with tf.GradientTape() as tape:
+                y_hat = tf.cast(net(X, training=True), tf.float32)
+                l = loss(y, y_hat)
+            grads = tape.gradient(l, net.trainable_variables)
+            optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+            return l, y_hat
+
+        def step(X, y, lr):
+            optimizer.learning_rate.assign(lr)  # a variable the graph reads: setting it does not retrace
+            l, y_hat = graph_step(X, y)
+            correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
+            return l * X.shape[0], correct, X.shape[0]
+
+        try:
+            yield step
+        finally:
+            _set_precision(net, "float32")
+
+
+def logits(net: NiN, X: tf.Tensor, device=None) -> numpy.ndarray:
+    with tf.device(device or default_device()):
+        return net(X, training=False).numpy()
+
+
+def _set_precision(net, precision: str) -> None:
+    """Keras's dtype policy: "mixed_bfloat16" computes in bfloat16 and keeps float32 weights."""
+    policy = keras.DTypePolicy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    for layer in net._flatten_layers(include_self=False):
+        layer.dtype_policy = policy
+
+
+def _convs(net):
+    """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
+    blocks = [m for m in net.layers if isinstance(m, keras.Sequential)]
+    for b, block in enumerate(blocks):
+        for c, conv in enumerate(m for m in block.layers if isinstance(m, keras.layers.Conv2D)):
+            yield f"blocks.{b}.convs.{c}", conv
 
 
 def _keras_padding(block: spec.NinBlock) -> str:

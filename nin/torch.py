@@ -16,11 +16,12 @@ PyTorch's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy
 
-from nin import data, missing_framework, spec, training, weights
+from nin import api, data, missing_framework, spec, training
 
 try:
     import torch
@@ -50,17 +51,9 @@ def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, pa
 
 
 class NiN(nn.Sequential):
-    """The book's NiN: four NiN blocks, three max-poolings, dropout, global average pooling.
-
-    Args:
-        num_classes: output channels of the last block, one logit each.
-        in_channels: channels of the input images (1 for Fashion-MNIST).
-        dropout: the dropout rate before the last block.
-        num_1x1: 1x1 convolutions per block: the book's 2, or 1 or 0 (exercise 2).
-        head: ``"one-step"`` (the book's last block goes from 384 channels to ``num_classes`` in its
-            first convolution) or ``"gradual"`` (exercise 4; see :func:`nin.spec.architecture`).
-
-    Images smaller than :func:`nin.spec.min_image_size` are refused with a ``ValueError``.
+    """The book's NiN as an ``nn.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
+    arguments it takes, and ``in_channels`` (the images' channels, which ``nn.Conv2d`` needs).
+    Inputs are N,C,H,W; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
@@ -90,12 +83,10 @@ class NiN(nn.Sequential):
 
 
 def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE)) -> list[dict]:
-    """The book's per-layer table, computed by running ``net`` on a random batch.
+    """The book's per-layer table, computed by running ``net`` on a random batch of ``input_shape`` (N,C,H,W).
 
-    ``input_shape`` is channels-first N,C,H,W in every backend. Each row has the layer's
-    ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``, the
-    ``native_shape`` the framework itself produced (in its own layout, see above) and its
-    number of ``params``. A Gluon ``net`` must be initialized first, as in the book.
+    Each row has the layer's ``name``, ``kind`` (see :data:`nin.spec.KINDS`), ``shape``, the same
+    ``native_shape`` (PyTorch is channels-first too) and its number of ``params``.
     """
     spec.check_input_shape(input_shape, net.num_classes)
     spec.check_channels(input_shape[1], net.in_channels)
@@ -114,121 +105,103 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     return rows
 
 
-def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
-                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
-    """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
-
-    Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes (NHWC in
-    Keras, NCHW elsewhere), resized bilinearly to ``resize`` x ``resize`` a whole batch at a time, and integer labels.
-    The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
-    the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
-    (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
-    """
-    train, test = data.load_splits(root, resize, limit_train, limit_test, download)
-    return (_loader(train, data.BatchSampler(len(train[0]), batch_size, True, seed), resize),
-            _loader(test, data.BatchSampler(len(test[0]), batch_size, False), resize))
+load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-def train(net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *, seed: int | None = None,
-          init: str = "xavier", run: training.Run | None = None, resume: bool = False,
-          quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0) -> list[dict]:
-    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
+# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from PyTorch.
 
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered"; or
-    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
-    train loss, train accuracy, test accuracy and examples per second; at the end the book's
-    two lines (unless ``quiet``).
-    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
-    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
-    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
-    ``precision="bfloat16"`` computes in bfloat16 where the hardware has it (weights and updates
-    stay float32); the default, "float32", is the book's math. ``schedule`` and ``warmup`` set the
-    learning rate of each step (:func:`nin.training.learning_rate`); "constant" with no warm-up is the book's.
-    """
-    training.check_budget(num_epochs, lr)
-    training.check_init(init)
-    training.check_precision(precision)
-    training.check_schedule(schedule, warmup)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    history, start = [], 0
-    if resume:
-        tensors, seed, init, history, start = run.resume()
-        _set_weights(net, tensors)
-    else:
-        seed = training.new_seed() if seed is None else seed
-        torch.manual_seed(seed)
-        _init_weights(net, init)
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def from_numpy(X: numpy.ndarray) -> torch.Tensor:
+    return torch.from_numpy(numpy.ascontiguousarray(X))  # NCHW already
+
+
+def to_numpy(X: torch.Tensor) -> numpy.ndarray:
+    return X.detach().cpu().numpy()
+
+
+def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    # batch_size=None: the sampler yields whole index batches, and the dataset resizes each at once.
+    batches = torch.utils.data.DataLoader(_Batches(split, resize), sampler=sampler, batch_size=None)
+    batches.nin_sampler = sampler
+    return batches
+
+
+def init_weights(net: NiN, init: str | None, seed: int) -> None:
+    """The book's Xavier-uniform convolution weights, or Kaiming-uniform weights for ReLU with zero
+    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights.
+    For "xavier" the biases are drawn as PyTorch draws them when it builds the model, first, so that
+    a seeded run is the book's ``torch.manual_seed(seed)``, then ``NiN()``, then ``train_ch6``."""
+    torch.manual_seed(seed)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    if init == "xavier":
+        for m in convs:
+            m.reset_parameters()
+        for m in convs:
+            nn.init.xavier_uniform_(m.weight)
+    elif init in ("kaiming", "centered"):
+        for m in convs:
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        if init == "centered":
+            set_weights(net, training.centered(get_weights(net)))
+
+
+def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: kernels O,I,kH,kW, as PyTorch keeps them."""
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = conv.weight.detach().cpu().numpy().copy()
+        tensors[f"{name}.bias"] = conv.bias.detach().cpu().numpy().copy()
+    return tensors
+
+
+def set_weights(net: NiN, tensors: dict[str, numpy.ndarray]) -> None:
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
+    with torch.no_grad():
+        for name, conv in _convs(net):
+            conv.weight.copy_(torch.from_numpy(tensors[f"{name}.weight"]))
+            conv.bias.copy_(torch.from_numpy(tensors[f"{name}.bias"]))
+
+
+def seed_epoch(net: NiN, seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def trainer(net: NiN, device, precision: str):
+    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through ``torch.autocast``."""
+    device = torch.device(device)
     # channels_last keeps activations NHWC in memory, the layout oneDNN's CPU kernels run fastest in
     # (no conversion at every convolution); the math, and the NCHW shapes PyTorch shows, are unchanged.
     net.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    optimizer = torch.optim.SGD(net.parameters())
     loss = nn.CrossEntropyLoss()
-    for epoch in range(start, num_epochs):
-        torch.manual_seed(training.epoch_seed(seed, epoch))
-        data.set_epoch(train_iter, epoch)
-        meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
+
+    def step(X, y, lr):
         net.train()
-        for i, (X, y) in enumerate(bar):
-            for group in optimizer.param_groups:
-                group["lr"] = training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
-            optimizer.zero_grad()
-            X, y = X.to(device, memory_format=torch.channels_last), y.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-                y_hat = net(X)
-                l = loss(y_hat, y)
-            l.backward()
-            optimizer.step()
-            with torch.no_grad():
-                meter.add(l * X.shape[0], (y_hat.argmax(dim=1) == y).sum(), X.shape[0])
-            training.show(bar, meter)
-        meter.stop()
-        history.append(meter.record(epoch, evaluate_accuracy(net, test_iter, device)))
-        if run is not None:
-            run.save(_get_weights(net), epoch=epoch, seed=seed, init=init, lr=lr, history=history)
-    if not quiet and history:
-        print(training.book_lines(history, str(device)))
-    return history
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        X, y = X.to(device, memory_format=torch.channels_last), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            y_hat = net(X)
+            l = loss(y_hat, y)
+        l.backward()
+        optimizer.step()
+        with torch.no_grad():
+            return l * X.shape[0], (y_hat.argmax(dim=1) == y).sum(), X.shape[0]
+
+    yield step
 
 
-def evaluate_accuracy(net, data_iter, device=None) -> float:
-    """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
-    pairs = list(_predictions(net, data_iter, device))
-    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
-
-
-def predict(net, data_iter, device=None) -> numpy.ndarray:
-    """The class ``net`` predicts for each example of ``data_iter``, in evaluation mode, in order."""
-    return numpy.concatenate([y_hat for y_hat, _ in _predictions(net, data_iter, device)])
-
-
-def save_weights(net, path) -> None:
-    """Save the weights as a safetensors file that every backend's :func:`load_weights` reads.
-
-    Names and layouts are canonical (:func:`nin.spec.weight_shapes`: kernels O,I,kH,kW), whatever
-    the framework keeps; the file is written atomically.
-    """
-    weights.save(_get_weights(net), path, _model_args(net))
-
-
-def load_weights(net, path) -> None:
-    """Load weights saved by any backend's :func:`save_weights` (or a training checkpoint).
-
-    A file that does not fit ``net`` (other class count or input channels, missing or extra
-    tensors, other shapes or dtypes) is refused with a ``ValueError`` that says what differs,
-    and ``net`` is left unchanged.
-    """
-    tensors, _ = weights.load(path)
-    _set_weights(net, tensors)
-
-
-def _predictions(net, data_iter, device):
-    """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
+def logits(net: NiN, X: torch.Tensor, device=None) -> numpy.ndarray:
     net.eval()
     device = next(net.parameters()).device if device is None else device
     with torch.no_grad():
-        for X, y in data_iter:
-            yield net(X.to(device, memory_format=torch.channels_last)).argmax(dim=1).cpu().numpy(), y.numpy()
+        return net(X.to(device, memory_format=torch.channels_last)).cpu().numpy()
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -249,63 +222,12 @@ class _Batches(torch.utils.data.Dataset):
         return X, self.labels[indices]
 
 
-def _loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    # batch_size=None: the sampler yields whole index batches, and the dataset resizes each at once.
-    loader = torch.utils.data.DataLoader(_Batches(split, resize), sampler=sampler, batch_size=None)
-    loader.nin_sampler = sampler
-    return loader
-
-
-def _init_weights(net, init: str | None) -> None:
-    """The book's Xavier-uniform convolution weights, or Kaiming-uniform weights for ReLU with zero
-    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights.
-    For "xavier" the biases are drawn as PyTorch draws them when it
-    builds the model, first, so that a seeded run is the book's ``torch.manual_seed(seed)``, then
-    ``NiN()``, then ``train_ch6``."""
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    if init == "xavier":
-        for m in convs:
-            m.reset_parameters()
-        for m in convs:
-            nn.init.xavier_uniform_(m.weight)
-    elif init in ("kaiming", "centered"):
-        for m in convs:
-            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        if init == "centered":
-            _set_weights(net, training.centered(_get_weights(net)))
-
-
-def _model_args(net) -> dict:
-    """The arguments ``NiN`` was built with (all but ``dropout``), as weights files record them."""
-    return {"num_classes": net.num_classes, "in_channels": net.in_channels, "num_1x1": net.num_1x1,
-            "head": net.head}
-
-
 def _convs(net):
     """``(canonical name, Conv2d)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
     blocks = [m for m in net if isinstance(m, nn.Sequential)]
     for b, block in enumerate(blocks):
         for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2d)):
             yield f"blocks.{b}.convs.{c}", conv
-
-
-def _get_weights(net) -> dict[str, numpy.ndarray]:
-    """The weights in the canonical layout: kernels O,I,kH,kW, as PyTorch keeps them."""
-    tensors = {}
-    for name, conv in _convs(net):
-        tensors[f"{name}.weight"] = conv.weight.detach().cpu().numpy().copy()
-        tensors[f"{name}.bias"] = conv.bias.detach().cpu().numpy().copy()
-    return tensors
-
-
-def _set_weights(net, tensors: dict[str, numpy.ndarray]) -> None:
-    """Load canonical weights; checks all of them first, so a refused file changes nothing."""
-    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
-    with torch.no_grad():
-        for name, conv in _convs(net):
-            conv.weight.copy_(torch.from_numpy(tensors[f"{name}.weight"]))
-            conv.bias.copy_(torch.from_numpy(tensors[f"{name}.bias"]))
 
 
 _KINDS = {nn.Sequential: "nin_block", nn.MaxPool2d: "maxpool", nn.Dropout: "dropout",

@@ -22,8 +22,8 @@ import math
 import os
 import secrets
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +61,23 @@ def centered(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     convolution but the first: the ``"centered"`` init, applied to Kaiming-uniform weights.
 
     Every convolution after the first takes ReLU outputs, which are positive and alike from one image to
-    the next. A filter with a nonzero mean then gives nearly the same sign for every image, and a unit
-    whose sign is negative is off for all images: at 96x96 with plain Kaiming weights, about a third of
-    the ten class units of the last ReLU are off for all of 1,000 test images at the start (32 to 35 of
-    100 over seeds 0-9, in each backend), and a class unit that never comes back caps the accuracy (in
-    PyTorch, seed 0, class 4 stayed off for a whole run: recall 0, test accuracy 0.83). A zero-mean
-    filter responds to how an image differs from the others: 5 or 6 of 100 class units start off. The
-    model is unchanged; only its starting weights are.
+    the next. A filter with a nonzero mean then gives nearly the same sign for every image, and a class
+    unit of the last ReLU whose sign is negative is off for all images, and may never come back. A
+    zero-mean filter responds to how an image differs from the others, and far fewer class units start
+    off (measured in ``docs/training.md``). The model is unchanged; only its starting weights are.
     """
     first = next(iter(spec.weight_shapes()))
     return {name: w - w.mean(axis=(1, 2, 3), keepdims=True) if name.endswith(".weight") and name != first else w
             for name, w in tensors.items()}
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str, offered: tuple[str, ...] = PRECISIONS) -> str:
+    """``precision`` is one of :data:`PRECISIONS` and one the backend ``offered`` (its ``PRECISIONS``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in offered:
+        raise ValueError(f"this backend's trainer computes in {' or '.join(offered)} only, not {precision}; "
+                         f"use precision={offered[0]!r}")
     return precision
 
 
@@ -107,8 +108,7 @@ def learning_rate(lr: float, schedule: str, warmup: float, num_epochs: int, epoc
 
 
 def check_budget(num_epochs: int, lr: float) -> None:
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-        raise ValueError(f"num_epochs must be a positive integer, got {num_epochs!r}")
+    spec.check_positive_int("num_epochs", num_epochs)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
 
@@ -162,6 +162,17 @@ def book_lines(history: list[dict], device: str) -> str:
             f"{speed:.1f} examples/sec on {device}")
 
 
+@dataclass
+class RunState:
+    """A checkpoint's state: what a resumed run starts from."""
+
+    weights: dict[str, np.ndarray]
+    seed: int
+    init: str | None
+    history: list[dict]
+    next_epoch: int
+
+
 class Run:
     """A run directory: ``checkpoint.safetensors``, ``metrics.json`` and ``curves.png``.
 
@@ -195,10 +206,10 @@ class Run:
             raise ValueError(f"{self.checkpoint} holds weights but no training state; start a new run with --out")
         return tensors, meta
 
-    def resume(self) -> tuple[dict[str, np.ndarray], int, str | None, list[dict], int]:
-        """``(weights, seed, init, history, first epoch to run)`` of the checkpoint, for ``train(resume=True)``."""
+    def resume(self) -> RunState:
+        """Where the checkpoint left the run, for ``train(resume=True)``."""
         tensors, meta = self.load()
-        return tensors, meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1
+        return RunState(tensors, meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1)
 
     def save(self, tensors: dict[str, np.ndarray], *, epoch: int, seed: int, init: str | None, lr: float,
              history: list[dict]) -> None:
@@ -207,23 +218,9 @@ class Run:
         meta = {"epoch": epoch, "seed": seed, "init": init, "lr": lr, "optimizer": "sgd", "history": history,
                 "backend": self.backend, "config": self.config}
         weights.save(tensors, self.checkpoint, meta)
-        atomic_write(self.directory / METRICS, (json.dumps({"config": self.config, "history": history}, indent=1)
-                                                + "\n").encode())
-        atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        metrics = json.dumps({"config": self.config, "history": history}, indent=1) + "\n"
+        weights.atomic_write(self.directory / METRICS, metrics.encode())
+        weights.atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
 
 
 def curves_png(history: list[dict], title: str = "NiN") -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,6 @@ FORMAT = "nin-weights/1"
 def save(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write ``tensors`` (and JSON-able ``metadata``) to ``path`` atomically."""
     from safetensors.numpy import save as to_bytes
-
-    from nin.training import atomic_write
 
     meta = {"format": json.dumps(FORMAT)}
     meta.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
@@ -74,3 +73,17 @@ def model_args(tensors: dict[str, np.ndarray]) -> dict:
     except (ValueError, KeyError, IndexError) as err:
         raise ValueError(f"these tensors are not the weights of a NiN ({err})") from err
     return args
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -35,6 +35,11 @@ def import_backend(name: str):
                     pytrace=False)
 
 
+def forward(backend, net, X):
+    """The logits of ``net`` for the numpy N,C,H,W batch ``X``, in inference mode, through public names."""
+    return backend.logits(net, backend.from_numpy(X))
+
+
 @pytest.fixture(params=REQUESTED)
 def backend_name(request) -> str:
     return request.param

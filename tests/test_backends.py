@@ -6,9 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-import frameworks
-from nin import spec
-from nin.cli import new_model
+from conftest import forward
+from nin import book, spec
 
 SIZES = [67, 96, 101, 224]  # the minimum, a small one, an odd one, the book's
 MODELS = list(itertools.product([1, 3], [10, 100]))  # (in_channels, num_classes)
@@ -21,7 +20,7 @@ def test_requested_backend_imports(backend_name, backend):
 
 @pytest.mark.parametrize("in_channels, num_classes", MODELS)
 def test_layers_match_the_description(backend_name, backend, in_channels, num_classes):
-    net = new_model(backend, num_classes=num_classes, in_channels=in_channels)
+    net = backend.NiN(num_classes=num_classes, in_channels=in_channels)
     for size in SIZES:
         input_shape = (2, in_channels, size, size + 1)
         rows = backend.summary(net, input_shape)
@@ -32,7 +31,7 @@ def test_layers_match_the_description(backend_name, backend, in_channels, num_cl
             assert tuple(row["native_shape"]) == _native(ref.shape, NATIVE_LAYOUT[backend_name])
         assert sum(r["params"] for r in rows) == spec.total_params(in_channels, num_classes)
     # The summary's column sums to the framework's own count of the whole model.
-    assert frameworks.num_params(backend_name, net) == spec.total_params(in_channels, num_classes)
+    assert book.module(backend_name).num_params(net) == spec.total_params(in_channels, num_classes)
 
 
 VARIANTS = [{"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}, {"num_1x1": 1, "head": "gradual"}]
@@ -40,13 +39,13 @@ VARIANTS = [{"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}, {"num_1x1": 1, 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()))
 def test_variants_match_the_description(backend_name, backend, variant):
-    net = new_model(backend, num_classes=10, in_channels=1, **variant)
+    net = backend.NiN(num_classes=10, in_channels=1, **variant)
     for size in (67, 224):
         rows = backend.summary(net, (1, 1, size, size))
         expected = spec.layer_table((1, 1, size, size), 10, **variant)
         assert [(r["kind"], tuple(r["shape"]), r["params"]) for r in rows] == [
             (r.kind, r.shape, r.params) for r in expected]
-    assert frameworks.num_params(backend_name, net) == spec.total_params(1, 10, **variant)
+    assert book.module(backend_name).num_params(net) == spec.total_params(1, 10, **variant)
 
 
 def test_builder_defaults_are_the_books(backend):
@@ -55,17 +54,17 @@ def test_builder_defaults_are_the_books(backend):
         "num_classes": spec.NUM_CLASSES, "in_channels": spec.IN_CHANNELS, "dropout": spec.DROPOUT,
         "num_1x1": 2, "head": "one-step"}
     net = backend.NiN(dropout=0.25)
-    dropouts = [r for r in backend.summary(_initialized(net), (1, 1, 67, 67)) if r["kind"] == "dropout"]
+    dropouts = [r for r in backend.summary(net, (1, 1, 67, 67)) if r["kind"] == "dropout"]
     assert len(dropouts) == 1
 
 
 def test_every_parameter_gets_a_gradient(backend_name, backend):
-    frameworks.seed(backend_name, 0)
-    net = new_model(backend, num_classes=10, in_channels=1)
+    net = backend.NiN(num_classes=10, in_channels=1)
+    backend.init_weights(net, "xavier", 0)
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(4, 1, 96, 96)).astype(np.float32)
-    y = rng.integers(0, 10, size=4).astype(np.int64 if backend_name != "mxnet" else np.float32)
-    grads = frameworks.gradients(backend_name, net, X, y)
+    y = rng.integers(0, 10, size=4)
+    grads = book.module(backend_name).gradients(net, X, y)
     assert len(grads) == 4 * 3 * 2  # four blocks of three convolutions, each a weight and a bias
     for name, grad in grads.items():
         assert grad is not None, f"{name} got no gradient"
@@ -75,18 +74,18 @@ def test_every_parameter_gets_a_gradient(backend_name, backend):
 
 @pytest.mark.parametrize("size", [28, 66])
 def test_model_refuses_too_small_images_before_the_framework(backend_name, backend, size):
-    net = new_model(backend)
+    net = backend.NiN()
     X = np.zeros((1, 1, size, size), dtype=np.float32)
     with pytest.raises(ValueError, match=f"{size}x{size} are too small.*67x67.*resize=224"):
-        frameworks.forward(backend_name, net, X)
+        forward(backend, net, X)
     with pytest.raises(ValueError, match="too small"):
         backend.summary(net, (1, 1, size, size))
 
 
 def test_model_refuses_other_channel_counts(backend_name, backend):
-    net = new_model(backend, in_channels=1)
+    net = backend.NiN(in_channels=1)
     with pytest.raises(ValueError, match="1 channel.*got 3.*in_channels=3"):
-        frameworks.forward(backend_name, net, np.zeros((1, 3, 96, 96), dtype=np.float32))
+        forward(backend, net, np.zeros((1, 3, 96, 96), dtype=np.float32))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -100,9 +99,9 @@ def test_builder_refuses_nonsense(backend, kwargs, match):
 
 
 def test_logits_are_the_flattened_last_block(backend_name, backend):
-    net = new_model(backend, num_classes=7, in_channels=3)
+    net = backend.NiN(num_classes=7, in_channels=3)
     X = np.random.default_rng(1).uniform(size=(3, 3, 80, 80)).astype(np.float32)
-    logits = frameworks.forward(backend_name, net, X)
+    logits = forward(backend, net, X)
     assert logits.shape == (3, 7) and logits.dtype == np.float32
     assert (logits >= 0).all()  # the last block ends with ReLU, as in the book
 
@@ -114,7 +113,3 @@ def _native(shape, layout):
     return tuple(shape)
 
 
-def _initialized(net):
-    if hasattr(net, "initialize"):
-        net.initialize()
-    return net

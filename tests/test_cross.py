@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import nin
 from nin import cli, spec
 
 pytestmark = pytest.mark.cross
@@ -42,14 +43,13 @@ def test_three_loaders_give_the_same_batches(all_backends, tmp_path):
     op), labels and shuffled order in all three frameworks."""
     import numpy as np
 
-    import frameworks
     from fakedata import make_set
 
     make_set(tmp_path, n_train=40, n_test=24)
     batches = {}
     for name, backend in all_backends.items():
         train_iter, test_iter = backend.load_data_fashion_mnist(16, resize=96, root=tmp_path, seed=4)
-        batches[name] = [(frameworks.to_numpy_nchw(name, X), frameworks.to_numpy(y))
+        batches[name] = [(nin.backend(name).to_numpy(X), nin.backend(name).to_numpy(y))
                          for loader in (train_iter, test_iter) for X, y in loader]
     reference = batches["torch"]
     assert [X.shape for X, _ in reference] == [(16, 1, 96, 96), (16, 1, 96, 96), (8, 1, 96, 96),

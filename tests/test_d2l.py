@@ -8,13 +8,14 @@ PyTorch wheel here; ``test_training.py`` compares PyTorch with the book's loop i
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import pytest
 
-import frameworks
+import nin
 from fakedata import make_set
-from nin import spec
+from nin import book, spec
 from test_training import assert_same_weights
 
 D2L = [name for name in os.environ.get("NIN_D2L", "").split(",") if name]
@@ -31,27 +32,25 @@ def test_trainer_ends_with_d2l_train_ch6_weights(name, tmp_path, capsys):
     # The test split is not shuffled: both trainers see the same batches in the same order.
     # d2l plots every num_batches // 5 batches: it needs at least five (40 images, batches of 8).
     _, batches = backend.load_data_fashion_mnist(8, resize=spec.min_image_size(), root=tmp_path)
-    nin_net = backend.NiN(dropout=0)
-    if name == "mxnet":
-        import mxnet as mx
-
-        mx.random.seed(7)
-        book_net = backend.NiN(dropout=0)
-        d2l.train_ch6(book_net, batches, batches, 1, 0.1, mx.cpu())
-        backend.train(nin_net, batches, batches, 1, 0.1, seed=7, quiet=True)
-    else:
-        start = backend._get_weights(backend.NiN(dropout=0))
-
-        def net_fn():  # d2l's TensorFlow train_ch6 builds the model itself
+    reference = book.module(name)
+    reference.seed(7)
+    book_net = backend.NiN(dropout=0)  # built right after the seed, as in the book's script
+    start = None if reference.INITIALIZES else backend.get_weights(book_net)
+    if "net_fn" in inspect.signature(d2l.train_ch6).parameters:  # d2l's TensorFlow version builds the model itself
+        def net_fn():
             net = backend.NiN(dropout=0)
-            backend._set_weights(net, start)
+            backend.set_weights(net, start)
             return net
 
         book_net = d2l.train_ch6(net_fn, batches, batches, 1, 0.1, d2l.try_gpu())
-        backend._set_weights(nin_net, start)
-        backend.train(nin_net, batches, batches, 1, 0.1, seed=7, init=None, quiet=True)
+    else:
+        d2l.train_ch6(book_net, batches, batches, 1, 0.1, d2l.try_gpu())
+    nin_net = backend.NiN(dropout=0)
+    if start is not None:
+        backend.set_weights(nin_net, start)
+    backend.train(nin_net, batches, batches, 1, 0.1, seed=7, init="xavier" if start is None else None, quiet=True)
     assert "examples/sec" in capsys.readouterr().out  # d2l printed its closing lines: it did train
-    assert_same_weights(frameworks.weights(name, book_net), frameworks.weights(name, nin_net))
+    assert_same_weights(nin.backend(name).get_weights(book_net), nin.backend(name).get_weights(nin_net))
 
 
 def _import_d2l(name):

@@ -8,9 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
-import frameworks
+import nin
+from conftest import forward
 from fakedata import make_class_set, make_set
-from nin.cli import new_model
+from nin import weights
 
 pytestmark = pytest.mark.cross
 
@@ -18,9 +19,8 @@ pytestmark = pytest.mark.cross
 def _kaiming_weights(all_backends, name, path, seed=0):
     """``name``'s own seeded Kaiming weights, saved to ``path`` (logits far from zero)."""
     backend = all_backends[name]
-    net = new_model(backend)
-    frameworks.seed(name, seed)
-    frameworks.init(name, net, "kaiming", seed)
+    net = backend.NiN()
+    nin.backend(name).init_weights(net, "kaiming", seed)
     backend.save_weights(net, path)
 
 
@@ -31,9 +31,9 @@ def test_same_weights_give_the_same_logits(all_backends, tmp_path, source):
     X = np.random.default_rng(0).uniform(size=(2, 1, 224, 224)).astype(np.float32)
     logits = {}
     for name, backend in all_backends.items():
-        net = new_model(backend)
+        net = backend.NiN()
         backend.load_weights(net, path)
-        logits[name] = frameworks.forward(name, net, X)
+        logits[name] = forward(nin.backend(name), net, X)
     scale = np.abs(logits[source]).max()
     assert scale > 1e-2 and len({tuple(row) for row in logits[source]}) == 2  # real, distinct logits
     for a, b in itertools.combinations(logits, 2):
@@ -51,8 +51,8 @@ def test_one_sgd_step_updates_the_weights_alike(all_backends, tmp_path):
         net = backend.NiN(dropout=0)
         backend.load_weights(net, path)
         backend.train(net, batch, batch, 1, 0.1, init=None, seed=0, quiet=True)
-        updated[name] = frameworks.weights(name, net)
-    start = frameworks.load_canonical(path)
+        updated[name] = nin.backend(name).get_weights(net)
+    start = weights.load(path)
 
     def flat(tensors):
         return np.concatenate([tensors[k].ravel().astype(np.float64) for k in start])
@@ -79,14 +79,14 @@ def test_trained_in_one_framework_predicts_alike_in_the_others(all_backends, tmp
     backend.train(net, train_iter, test_iter, 2, 0.05, seed=1, init="kaiming", quiet=True)
     backend.save_weights(net, tmp_path / "trained.safetensors")
     X = next(iter(test_iter))[0]
-    X = frameworks.to_numpy_nchw(trainer, X)[:8]
+    X = nin.backend(trainer).to_numpy(X)[:8]
     classes, logits = {}, {}
     for name, other in all_backends.items():
         _, test_iter = other.load_data_fashion_mnist(250, resize=67, root=tmp_path / "data")
         evaluated = other.NiN()
         other.load_weights(evaluated, tmp_path / "trained.safetensors")
         classes[name] = other.predict(evaluated, test_iter)
-        logits[name] = frameworks.forward(name, evaluated, X)
+        logits[name] = forward(nin.backend(name), evaluated, X)
     assert len(classes[trainer]) == 1000
     scale = np.abs(logits[trainer]).max()
     for name in classes:

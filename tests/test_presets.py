@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import frameworks
+from conftest import forward
 from fakedata import make_set
 from nin import cli, presets, training, weights
-from nin.presets import new_model
 
 REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
 
@@ -144,15 +143,14 @@ def test_cpu_preset_learns_on_a_few_thousand_images(backend_name, tmp_path):
 
 
 def _initialized(backend_name, backend, how: str, seed: int):
-    net = new_model(backend)
-    frameworks.seed(backend_name, seed)
-    frameworks.init(backend_name, net, how, seed)
+    net = backend.NiN()
+    backend.init_weights(net, how, seed)
     return net
 
 
 def test_centered_init_is_kaiming_with_zero_mean_filters(backend_name, backend):
-    kaiming = frameworks.weights(backend_name, _initialized(backend_name, backend, "kaiming", 0))
-    centered = frameworks.weights(backend_name, _initialized(backend_name, backend, "centered", 0))
+    kaiming = backend.get_weights(_initialized(backend_name, backend, "kaiming", 0))
+    centered = backend.get_weights(_initialized(backend_name, backend, "centered", 0))
     first = "blocks.0.convs.0.weight"
     for name, w in centered.items():
         if name.endswith(".bias"):
@@ -176,10 +174,10 @@ def test_centered_init_leaves_far_fewer_class_units_off_at_the_start(backend_nam
         pytest.fail(f"this test reads the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
                     "the directory of the four IDX files", pytrace=False)
     _, test_iter = backend.load_data_fashion_mnist(1000, 96, REAL_DATA, limit_test=1000)
-    X = frameworks.to_numpy_nchw(backend_name, next(iter(test_iter))[0])
+    X = backend.to_numpy(next(iter(test_iter))[0])
     off = {}
     for how in ("kaiming", "centered"):
-        off[how] = [int((frameworks.forward(backend_name, _initialized(backend_name, backend, how, seed), X) == 0)
+        off[how] = [int((forward(backend, _initialized(backend_name, backend, how, seed), X) == 0)
                         .all(axis=0).sum()) for seed in range(10)]
     assert sum(off["kaiming"]) >= 20, off
     assert 3 * sum(off["centered"]) <= sum(off["kaiming"]), off
@@ -189,13 +187,13 @@ def test_every_step_takes_the_schedules_rate(backend_name, backend, tmp_path):
     """A warm-up far longer than the run keeps every step's rate near 0: the weights stay where they started."""
     make_set(tmp_path / "data", n_train=48, n_test=16)
     train_iter, test_iter = backend.load_data_fashion_mnist(16, 67, tmp_path / "data", seed=0)
-    start = frameworks.weights(backend_name, _initialized(backend_name, backend, "kaiming", 3))
+    start = backend.get_weights(_initialized(backend_name, backend, "kaiming", 3))
     moved = {}
     for warmup in (0, 1e12):
-        net = new_model(backend)
+        net = backend.NiN()
         backend.train(net, train_iter, test_iter, 1, 0.1, seed=3, init="kaiming", schedule="constant", warmup=warmup,
                       quiet=True)
-        end = frameworks.weights(backend_name, net)
+        end = backend.get_weights(net)
         moved[warmup] = max(float(np.abs(end[k] - start[k]).max() / np.abs(start[k]).max()) for k in start
                             if k.endswith(".weight"))
     assert moved[1e12] < 1e-6 < 1e-3 < moved[0], moved

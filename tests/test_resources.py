@@ -5,10 +5,8 @@ import json
 
 import pytest
 
-import frameworks
 from conftest import REQUESTED, import_backend
-from nin import spec
-from nin.cli import new_model
+from nin import book, spec
 from nin.resources import resources
 from test_cli import run_nin
 
@@ -140,8 +138,8 @@ def test_cli_errors_are_one_line(args, message):
 
 def _model(backend, num_classes: int, in_channels: int, num_1x1: int, head: str):
     if (num_1x1, head) == BOOK:
-        return new_model(backend, num_classes=num_classes, in_channels=in_channels)
-    return new_model(backend, num_classes=num_classes, in_channels=in_channels, num_1x1=num_1x1, head=head)
+        return backend.NiN(num_classes=num_classes, in_channels=in_channels)
+    return backend.NiN(num_classes=num_classes, in_channels=in_channels, num_1x1=num_1x1, head=head)
 
 
 def test_params_are_the_frameworks_own_count(backend_name, backend):
@@ -149,7 +147,7 @@ def test_params_are_the_frameworks_own_count(backend_name, backend):
         net = _model(backend, num_classes, in_channels, num_1x1, head)
         backend.summary(net, (1, in_channels, 67, 67))  # Gluon and Keras know their shapes after a first call
         found = resources((1, in_channels, 67, 67), num_classes, num_1x1=num_1x1, head=head)
-        assert frameworks.num_params(backend_name, net) == found["totals"]["params"], (num_1x1, head)
+        assert book.module(backend_name).num_params(net) == found["totals"]["params"], (num_1x1, head)
 
 
 @pytest.mark.parametrize("name", TORCH)
@@ -185,7 +183,7 @@ def test_training_memory_is_near_pytorchs_peak(name):
     shape = (8, 1, 224, 224)
     torch.manual_seed(0)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        net = new_model(backend)
+        net = backend.NiN()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
         X, y = torch.rand(shape), torch.randint(0, 10, (shape[0],))
         optimizer.zero_grad()

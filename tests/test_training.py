@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 
-import frameworks
 from fakedata import make_set
-from nin import data, spec, training
+from nin import book, data, spec, training
 
 N_TRAIN, N_TEST, BATCH = 48, 40, 16
 SIZE = spec.min_image_size()
@@ -34,11 +33,11 @@ def test_batches_shapes_dtypes_and_values(backend_name, backend, fake):
     batches = list(test_iter)
     assert [len(y) for _, y in batches] == [16, 16, 8]  # the last batch is smaller, as in the book
     X, y = batches[0]
-    X_nchw = frameworks.to_numpy_nchw(backend_name, X)
-    native = (16, 28, 28, 1) if backend_name == "tf" else (16, 1, 28, 28)
-    assert tuple(X.shape) == native and X_nchw.dtype == np.float32
+    X_nchw = backend.to_numpy(X)
+    assert X_nchw.shape == (16, 1, 28, 28) and X_nchw.dtype == np.float32
+    assert tuple(X.shape) == tuple(backend.from_numpy(X_nchw).shape)  # in the model's own layout
     np.testing.assert_allclose(X_nchw[:, 0], arrays["t10k-images-idx3-ubyte"][:16] / 255, rtol=1e-6)
-    y = frameworks.to_numpy(y)
+    y = backend.to_numpy(y)
     assert np.issubdtype(y.dtype, np.integer)
     np.testing.assert_array_equal(y, arrays["t10k-labels-idx1-ubyte"][:16])
 
@@ -46,7 +45,7 @@ def test_batches_shapes_dtypes_and_values(backend_name, backend, fake):
 def test_resized_batches(backend_name, backend, fake):
     train_iter, _ = _loaders(backend, fake[0], resize=96)
     X, _ = next(iter(train_iter))
-    X = frameworks.to_numpy_nchw(backend_name, X)
+    X = backend.to_numpy(X)
     assert X.shape == (16, 1, 96, 96) and X.dtype == np.float32
     assert 0 <= X.min() and X.max() <= 1 and X.std() > 0.1  # bilinear resizing of random pixels
 
@@ -55,7 +54,7 @@ def test_training_order_is_shuffled_per_epoch_and_replayable(backend_name, backe
     train_iter, test_iter = _loaders(backend, fake[0], resize=None)
 
     def labels(loader):
-        return np.concatenate([frameworks.to_numpy(y) for _, y in loader])
+        return np.concatenate([backend.to_numpy(y) for _, y in loader])
 
     data.set_epoch(train_iter, 0)
     first, second = labels(train_iter), labels(train_iter)
@@ -83,23 +82,20 @@ def test_bad_budget_and_init_are_refused(backend, fake):
 
 def test_trainer_updates_weights_as_the_books_loop(backend_name, backend, fake):
     """One epoch on the same unshuffled data, dropout off: nin's trainer and the book's loop end
-    with the same weights. PyTorch and Gluon: the book seeds, builds the model and trains, nin's
-    trainer gets the seed (so Xavier draws the same weights). Keras, whose book code keeps the
-    weights the model was built with: both start from a copy."""
+    with the same weights. Where the book's loop draws Xavier weights (PyTorch, Gluon), nin's trainer
+    gets the same seed, so it draws the same ones; where it keeps the weights the model was built
+    with (Keras), both start from a copy."""
     _, test_iter = _loaders(backend, fake[0])  # unshuffled: the same order for both
-    frameworks.seed(backend_name, 7)
-    book_net = backend.NiN(dropout=0)
+    reference = book.module(backend_name)
+    reference.seed(7)
+    book_net = backend.NiN(dropout=0)  # built right after the seed, as in the book's script
+    start = None if reference.INITIALIZES else backend.get_weights(book_net)
+    reference.train_ch6(book_net, test_iter, 1, 0.1)
     nin_net = backend.NiN(dropout=0)
-    init = "xavier"
-    if backend_name == "tf":
-        backend._set_weights(nin_net, backend._get_weights(book_net))
-        init = None
-    frameworks.seed(backend_name, 7)
-    if backend_name == "torch":
-        book_net = backend.NiN(dropout=0)  # built right after the seed, as in the book's script
-    frameworks.book_train(backend_name, book_net, test_iter, 1, 0.1)
-    backend.train(nin_net, test_iter, test_iter, 1, 0.1, seed=7, init=init, quiet=True)
-    assert_same_weights(frameworks.weights(backend_name, book_net), frameworks.weights(backend_name, nin_net))
+    if start is not None:
+        backend.set_weights(nin_net, start)
+    backend.train(nin_net, test_iter, test_iter, 1, 0.1, seed=7, init="xavier" if start is None else None, quiet=True)
+    assert_same_weights(backend.get_weights(book_net), backend.get_weights(nin_net))
 
 
 def test_seeded_runs_repeat(backend_name, backend, fake):
@@ -108,7 +104,7 @@ def test_seeded_runs_repeat(backend_name, backend, fake):
         train_iter, test_iter = _loaders(backend, fake[0], seed=5)
         net = backend.NiN()
         history = backend.train(net, train_iter, test_iter, 2, 0.05, seed=11, quiet=True)
-        runs.append((_numbers(history), frameworks.weights(backend_name, net)))
+        runs.append((_numbers(history), backend.get_weights(net)))
     assert runs[0][0] == runs[1][0]
     assert_same_weights(runs[0][1], runs[1][1], rtol=0)
 
@@ -126,7 +122,7 @@ def test_resumed_run_equals_uninterrupted(backend_name, backend, fake, tmp_path)
     history = backend.train(later, train_iter, test_iter, 3, 0.05, run=resumed, resume=True, quiet=True)
     assert [r["epoch"] for r in history] == [0, 1, 2]
     assert _numbers(history) == _numbers(full)
-    assert_same_weights(frameworks.weights(backend_name, net), frameworks.weights(backend_name, later), rtol=0)
+    assert_same_weights(backend.get_weights(net), backend.get_weights(later), rtol=0)
     tensors, meta = resumed.load()
     assert meta["epoch"] == 2 and meta["seed"] == 11 and meta["backend"] == backend_name
     assert set(tensors) == set(spec.weight_shapes())
@@ -170,8 +166,8 @@ def _numbers(history):
 
 def test_bfloat16_trains_close_to_float32(backend_name, backend, fake):
     train_iter, test_iter = _loaders(backend, fake[0])
-    if backend_name == "mxnet":
-        with pytest.raises(ValueError, match="Gluon trainer computes in float32 only"):
+    if "bfloat16" not in backend.PRECISIONS:
+        with pytest.raises(ValueError, match="trainer computes in float32 only"):
             backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, precision="bfloat16", quiet=True)
         return
     runs = {}
@@ -180,15 +176,14 @@ def test_bfloat16_trains_close_to_float32(backend_name, backend, fake):
         # Kaiming: with Xavier the logits are ~5e-4 apart (the plateau), below bfloat16's resolution.
         history = backend.train(net, train_iter, test_iter, 1, 0.05, seed=3, init="kaiming", precision=precision,
                                 quiet=True)
-        runs[precision] = (history[0]["train_loss"], frameworks.weights(backend_name, net))
+        runs[precision] = (history[0]["train_loss"], backend.get_weights(net))
     start = backend.NiN()
-    frameworks.seed(backend_name, 3)
-    frameworks.init(backend_name, start, "kaiming", 3)  # the weights both runs started from
+    backend.init_weights(start, "kaiming", 3)  # the weights both runs started from
 
     def flat(tensors):
         return np.concatenate([t.ravel() for t in tensors.values()])
 
-    w0, w32, w16 = flat(frameworks.weights(backend_name, start)), flat(runs["float32"][1]), flat(runs["bfloat16"][1])
+    w0, w32, w16 = flat(backend.get_weights(start)), flat(runs["float32"][1]), flat(runs["bfloat16"][1])
     assert w16.dtype == np.float32  # the weights stay float32
     # bfloat16 keeps 8 bits of mantissa: the loss and the updates are alike, not identical.
     assert runs["bfloat16"][0] == pytest.approx(runs["float32"][0], rel=0.05)

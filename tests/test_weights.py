@@ -6,17 +6,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import frameworks
+from conftest import forward
 from fakedata import make_set
 from nin import spec, training, weights
-from nin.cli import new_model
 
 
 def _net(backend, backend_name, seed=0, **kwargs):
     """A model with seeded Kaiming weights (so that its logits are far from zero)."""
-    net = new_model(backend, **kwargs)
-    frameworks.seed(backend_name, seed)
-    frameworks.init(backend_name, net, "kaiming", seed)
+    net = backend.NiN(**kwargs)
+    backend.init_weights(net, "kaiming", seed)
     return net
 
 
@@ -31,7 +29,7 @@ def test_round_trip_is_byte_identical(backend_name, backend, tmp_path):
     assert all(t.dtype == np.float32 for t in a.values())
     assert a.keys() == b.keys() and all(a[name].tobytes() == b[name].tobytes() for name in a)
     X = np.random.default_rng(0).uniform(size=(2, 1, 96, 96)).astype(np.float32)
-    np.testing.assert_array_equal(frameworks.forward(backend_name, net, X), frameworks.forward(backend_name, other, X))
+    np.testing.assert_array_equal(forward(backend, net, X), forward(backend, other, X))
 
 
 def test_file_records_the_model(backend_name, backend, tmp_path):
@@ -51,7 +49,7 @@ def test_variant_weights_load_and_are_told_apart(backend_name, backend, tmp_path
     again = backend.NiN(**weights.model_args(tensors))
     backend.load_weights(again, tmp_path / "g.safetensors")
     X = np.random.default_rng(0).uniform(size=(2, 1, 67, 67)).astype(np.float32)
-    logits = [frameworks.forward(backend_name, net, X) for net in (gradual, again)]
+    logits = [forward(backend, net, X) for net in (gradual, again)]
     np.testing.assert_array_equal(*logits)
     with pytest.raises(ValueError, match="num_1x1=2, head='one-step'.*missing: blocks.0.convs.2.weight"):
         backend.load_weights(_net(backend, backend_name), tmp_path / "g.safetensors")
@@ -79,7 +77,7 @@ def _bad_files(tmp_path, good: dict) -> dict:
 
 def test_bad_files_are_refused_and_change_nothing(backend_name, backend, tmp_path):
     net = _net(backend, backend_name)
-    before = frameworks.weights(backend_name, net)
+    before = backend.get_weights(net)
     backend.save_weights(_net(backend, backend_name, num_classes=5), tmp_path / "five.safetensors")
     backend.save_weights(_net(backend, backend_name, in_channels=3), tmp_path / "rgb.safetensors")
     cases = {"five.safetensors": "blocks.3.convs.0.weight is (5, 384, 3, 3), the model's is (10, 384, 3, 3)",
@@ -89,7 +87,7 @@ def test_bad_files_are_refused_and_change_nothing(backend_name, backend, tmp_pat
         with pytest.raises(ValueError) as err:
             backend.load_weights(net, tmp_path / name)
         assert message in str(err.value), name
-        after = frameworks.weights(backend_name, net)
+        after = backend.get_weights(net)
         assert all(np.array_equal(before[k], after[k]) for k in before), f"{name} changed the model"
 
 
