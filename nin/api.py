@@ -34,6 +34,8 @@ HOOKS = {
     "seed_epoch": "(net, seed) -> None: seed the random generators an epoch draws from (dropout)",
     "trainer": "(net, device, precision) -> a context manager giving step(X, y, lr) -> (loss sum, correct, examples)",
     "logits": "(net, X, device=None) -> the logits of batch X as numpy, in inference mode",
+    "to_onnx": "(net, path, opset) -> None: the framework's own ONNX exporter, N,C,H,W input "
+               "(ValueError where it cannot run)",
 }
 
 
@@ -69,7 +71,8 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
     ``precision="bfloat16"`` computes in bfloat16 (weights and updates stay float32) in the backends
     whose ``PRECISIONS`` offer it; the default, "float32", is the book's math. ``schedule`` and
     ``warmup`` set the learning rate of each step (:func:`nin.training.learning_rate`); "constant"
-    with no warm-up is the book's.
+    with no warm-up is the book's. A loss (or, with ``run``, a weight) that is NaN or infinite stops
+    the run with :class:`nin.training.Diverged`, before anything non-finite is saved.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
@@ -81,7 +84,7 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
         backend.set_weights(net, state.weights)
         seed, init, history, start = state.seed, state.init, state.history, state.next_epoch
     else:
-        seed = training.new_seed() if seed is None else seed
+        seed = training.new_seed() if seed is None else training.check_seed(seed)
         backend.init_weights(net, init, seed)
         history, start = [], 0
     with backend.trainer(net, device, precision) as step:
@@ -90,13 +93,16 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
             data.set_epoch(train_iter, epoch)
             meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
             for i, (X, y) in enumerate(bar):
-                meter.add(*step(X, y, training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i,
-                                                             len(train_iter))))
+                rate = training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
+                meter.add(*step(X, y, rate))
+                training.check_finite(meter, epoch, i, rate)  # a NaN or infinite loss stops the run
                 training.show(bar, meter)
             meter.stop()
             history.append(meter.record(epoch, evaluate_accuracy(backend, net, test_iter, device)))
             if run is not None:
-                run.save(backend.get_weights(net), epoch=epoch, seed=seed, init=init, lr=lr, history=history)
+                tensors = backend.get_weights(net)
+                training.check_finite_weights(tensors, epoch, i, rate)  # the last good checkpoint stays
+                run.save(tensors, epoch=epoch, seed=seed, init=init, lr=lr, history=history)
     if not quiet and history:
         print(training.book_lines(history, str(device)))
     return history

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 import nin
 import nin.resources
 from nin import data, presets, spec, training, weights
+from nin.export import OPSET
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +23,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, ImportError, OSError) as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    except KeyboardInterrupt:  # Ctrl-C while a framework imports, say: no traceback
+        print(f"nin {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        oom = _out_of_memory(err)
+        if not (oom or isinstance(err, (ValueError, ImportError, OSError))):
+            raise
+        message = _one_line(err, oom)
+        if oom:
+            message = f"out of memory ({message}); {_OOM_FIX[args.command]}"
         print(f"nin {args.command}: error: {message}", file=sys.stderr)
         return 1
+
+
+#: what to do when a framework runs out of memory, per command
+_OOM_FIX = {"summary": "use a smaller --input-shape", "train": "lower --batch-size or --resize",
+            "predict": "lower --batch-size or --resize", "resources": "use a smaller --input-shape"}
+_OOM = re.compile(r"out of memory|not enough memory|bad_alloc|\bOOM\b|(failed|unable|can.t|cannot) to allocate|"
+                  r"(can.t|cannot) allocate memory",
+                  re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TRACE = re.compile(r'Traceback \(most recent call last\):|File "[^"]*", line \d+')  # MXNet's C++ stack
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A framework's (or numpy's) out-of-memory error, whatever its class: MemoryError, PyTorch's
+    RuntimeError, TensorFlow's ResourceExhaustedError, MXNet's MXNetError."""
+    name = type(err).__name__
+    return isinstance(err, MemoryError) or "OutOfMemory" in name or "ResourceExhausted" in name or bool(
+        _OOM.search(str(err)))
+
+
+def _one_line(err: BaseException, oom: bool = False) -> str:
+    """The error's message on one line: Keras's bold part of its wrapped message where it wraps one
+    ("Exception encountered when calling ..."), without terminal escape codes or the C++ stack MXNet
+    puts in its messages; for running out of memory, the line that says so."""
+    text = str(err)
+    bold = re.search(r"\x1b\[1m(.*?)\x1b\[0m", text, re.DOTALL)
+    text = _TRACE.sub("", _ANSI.sub("", bold.group(1) if bold else text))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if oom:
+        return next((line for line in lines if _OOM.search(line)), " ".join(lines) or type(err).__name__)[:300]
+    return " ".join(lines)
 
 
 def main_exit() -> None:
@@ -35,6 +77,10 @@ def summary(args: argparse.Namespace) -> int:
     """Print the per-layer table of the backend's model, or one JSON object with ``--json``."""
     spec.check_input_shape(args.input_shape, args.num_classes)
     spec.architecture(args.num_classes, num_1x1=args.num_1x1, head=args.head)
+    needed = nin.resources.resources(args.input_shape, args.num_classes, num_1x1=args.num_1x1,
+                                     head=args.head)["totals"]["predict_bytes"]
+    training.check_memory(needed, f"a forward pass of --input-shape {','.join(map(str, args.input_shape))}",
+                          "use a smaller --input-shape")
     backend = _backend(args.backend)
     net = backend.NiN(num_classes=args.num_classes, in_channels=args.input_shape[1], num_1x1=args.num_1x1,
                     head=args.head)
@@ -57,53 +103,178 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+#: on --resume, what happens to each setting passed: these apply to the run as it goes on...
+RESUME_APPLIES = ("backend", "epochs", "data", "precision")
+#: ...these would change the experiment: refused, unless the run is forked (--resume RUN --out NEW)...
+FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "limit_train", "limit_test")
+#: ...and these are the checkpoint's (its model, its weights' init, its random draws): always refused
+RUN_KEEPS = ("seed", "init", "num_1x1", "head")
+
+
 def train(args: argparse.Namespace) -> int:
     """Train on Fashion-MNIST with a preset's settings (and any given explicitly); write metrics, curves and
-    a checkpoint each epoch."""
-    resume = args.resume is not None
-    if resume:
-        run = training.Run(args.resume, backend="")
-        _, meta = run.load()
-        config = meta["config"]  # the preset and every resolved setting, as the run started
-        if args.backend is not None:  # the weights are canonical: any backend can go on with them
-            config["backend"] = args.backend
-        if args.epochs is not None:
-            config["epochs"] = args.epochs
-        out = args.resume
-    else:
-        if args.backend is None:
-            raise ValueError("name a backend with --backend (mxnet, torch or tf), or --resume RUN_DIR")
-        config = presets.config(args.backend, args.preset, seed=args.seed, data=args.data,
-                                limit_train=args.limit_train, limit_test=args.limit_test, num_1x1=args.num_1x1,
-                                head=args.head, **{key: getattr(args, key) for key in presets.SETTINGS})
-        out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.exists(os.path.join(out, training.CHECKPOINT)):
-            raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+    a checkpoint each epoch. ``--resume RUN`` goes on with RUN, ``--resume RUN --out NEW`` forks it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up logs, as _backend does
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
+    out = config = None
     try:
-        history = presets.fit(config, out, resume=resume, quiet=args.quiet)
+        config, out, source = _resumed(args) if args.resume is not None else _new(args)
+        if config is None:  # a finished run, and nothing asked of it
+            return 0
+        history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
     except KeyboardInterrupt:
-        print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
-              f"python -m nin train --resume {out}", file=sys.stderr)
+        if out is not None and (Path(out) / training.CHECKPOINT).is_file():
+            print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
+                  f"python -m nin train --resume {out}", file=sys.stderr)
+        else:
+            print("nin train: interrupted before an epoch finished; nothing was saved", file=sys.stderr)
         return 130
+    except training.Diverged as err:
+        raise ValueError(_diverged(err, out, config)) from err
     if not args.quiet:
         print(f"{len(history)} epochs in {out}: {training.METRICS}, {training.CURVES}, {training.CHECKPOINT}")
     return 0
 
 
+def _new(args: argparse.Namespace) -> tuple[dict, str, None]:
+    """A new run's config and directory."""
+    if args.backend is None:
+        raise ValueError("name a backend with --backend (mxnet, torch or tf), or --resume RUN_DIR")
+    config = presets.config(args.backend, args.preset or "book", seed=args.seed, data=args.data,
+                            limit_train=args.limit_train, limit_test=args.limit_test,
+                            num_1x1=spec.NUM_1X1 if args.num_1x1 is None else args.num_1x1,
+                            head=args.head or spec.HEAD, **{key: getattr(args, key) for key in presets.SETTINGS})
+    _check_precision(config)
+    out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return config, out, None
+
+
+def _resumed(args: argparse.Namespace) -> tuple[dict | None, str, str | None]:
+    """The config of the run in ``--resume``, with each flag passed applied or refused, and where it goes on:
+    there, or in ``--out`` (a fork, which reads the run and writes nothing there)."""
+    source = args.resume
+    _, meta = training.Run(source, backend="").load()
+    config = _run_config(meta, source)
+    fork = args.out is not None and Path(args.out).resolve() != Path(source).resolve()
+    passed = {key: getattr(args, key) for key in (*RESUME_APPLIES, *FORK_APPLIES, *RUN_KEEPS)
+              if getattr(args, key) is not None}
+    if "data" in passed:
+        passed["data"] = str(Path(passed["data"]).expanduser().resolve())
+    for key, value in passed.items():
+        if key in RESUME_APPLIES or value == config.get(key):
+            continue
+        flag, was = f"--{key.replace('_', '-')} {value}", config.get(key)
+        if key in RUN_KEEPS:
+            raise ValueError(f"{flag}: the run in {source} has {key} {was!r}, which a resumed or forked run keeps "
+                             f"(its model and draws come from the checkpoint); start a new run for another")
+        if not fork:
+            raise ValueError(f"{flag}: the run in {source} has {key} {was!r}, which --resume keeps; to go on "
+                             f"with {flag}, fork the run: --resume {source} --out NEW_DIR {flag}")
+    if passed.get("preset", config["preset"]) != config["preset"]:  # a fork to another preset: its settings
+        settings = presets.resolve(passed["preset"], passed.get("backend", config["backend"]),
+                                   **{key: passed.get(key) for key in presets.SETTINGS if key != "init"})
+        config.update(settings, init=config["init"])  # the weights' init stays the checkpoint's
+    config.update(passed)
+    done = meta["epoch"] + 1
+    if config["epochs"] <= done:
+        if "epochs" in passed:
+            raise ValueError(f"--epochs {config['epochs']}: the run in {source} has finished {_epochs(done)} already; "
+                             f"pass more than {done} to train on")
+        if passed or fork:
+            raise ValueError(f"the run in {source} has finished its {_epochs(done)}; pass --epochs {done + 1} or "
+                             f"more to train on")
+        if not args.quiet:
+            print(f"the run in {source} has finished its {_epochs(done)}; pass --epochs {done + 1} or more to train on")
+        return None, source, None
+    _check_precision(config, None if "precision" in passed else source)
+    if fork:
+        config["fork_of"] = {"run": str(Path(source).resolve()), "epoch": meta["epoch"]}
+        return config, args.out, source
+    return config, source, None
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
+def _run_config(meta: dict, source: str) -> dict:
+    """The run's settings, from its checkpoint's ``config`` metadata, checked."""
+    config = meta.get("config")
+    needed = ("backend", "preset", "epochs", "lr", "batch_size", "resize", "init", "data", "limit_train",
+              "limit_test", "seed")
+    try:
+        if not isinstance(config, dict) or not all(key in config for key in needed):
+            raise ValueError(f"'config' is {type(config).__name__}, not an object of the run's settings")
+        config = dict(config)
+        for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "num_1x1": spec.NUM_1X1,
+                           "head": spec.HEAD}.items():  # what runs from before these settings trained with
+            config.setdefault(key, value)
+        if config["backend"] not in nin.BACKENDS or config["preset"] not in presets.PRESETS:
+            raise ValueError(f"backend {config['backend']!r}, preset {config['preset']!r}")
+        presets.check(config, memory=False)  # the memory is checked for the settings it goes on with
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{Path(source) / training.CHECKPOINT}: its run settings cannot be read ({err}); "
+                         f"start a new run with --backend and --out") from err
+    return config
+
+
+def _check_precision(config: dict, run: str | None = None) -> None:
+    """The precision is one the backend offers (importing the backend only for another than float32); ``run``:
+    the directory of the resumed run whose precision this is, when --precision was not passed."""
+    precision, name = config["precision"], config["backend"]
+    if precision == "float32" or precision in (offered := nin.backend(name).PRECISIONS):
+        return
+    why = f"the {name} backend computes in {' or '.join(offered)} only"
+    if run is None:
+        raise ValueError(f"--precision {precision}: {why}; pass --precision float32")
+    raise ValueError(f"the run in {run} computes in {precision}, and {why}; go on in float32 with --precision float32")
+
+
+def _diverged(err: training.Diverged, out, config: dict) -> str:
+    """The one line for a run whose loss (or weights) stopped being finite."""
+    lower = f"{min(config['lr'] / 10, 0.01):g}"
+    if out is not None and (Path(out) / training.CHECKPOINT).is_file():
+        kept = (f"the last good checkpoint is kept in {out}: fork it with a lower rate, python -m nin train "
+                f"--resume {out} --out NEW_DIR --lr {lower}, or a warm-up (--warmup 1)")
+    else:
+        kept = f"nothing was saved; start again with a lower --lr (e.g. {lower}) or a warm-up (--warmup 1)"
+    return (f"{err.what} at epoch {err.epoch + 1}, batch {err.batch + 1} (learning rate {err.lr:.3g}): the run "
+            f"diverged; {kept}")
+
+
+ONNXRUNTIME = "onnxruntime"  # predict's runtime for an exported .onnx file (nin.ort), beside the backends
+
+
 def predict(args: argparse.Namespace) -> int:
-    """Test accuracy of a weights file (from any backend's save_weights, or a checkpoint) on Fashion-MNIST."""
-    tensors, meta = weights.load(args.weights)
-    model = weights.model_args(tensors)
-    resize = args.resize or meta.get("config", {}).get("resize") or spec.BOOK_RESIZE
+    """Test accuracy of a weights file (from any backend's save_weights, or a checkpoint) on Fashion-MNIST's
+    test images (the training files are not needed); with ``--backend onnxruntime``, of an exported .onnx file."""
+    if args.backend == ONNXRUNTIME:
+        from nin import ort
+
+        runtime = ort
+        net = ort.load(args.weights)
+        model, meta = {key: getattr(net, key) for key in ("num_classes", "in_channels", "num_1x1", "head")}, {}
+    else:
+        tensors, meta = weights.load(args.weights)
+        model = weights.model_args(tensors)
+    if (model["num_classes"], model["in_channels"]) != (data.NUM_CLASSES, spec.IN_CHANNELS):
+        raise ValueError(f"{args.weights} holds a NiN for {model['num_classes']} classes of "
+                         f"{model['in_channels']}-channel images; Fashion-MNIST has {data.NUM_CLASSES} classes of "
+                         f"{spec.IN_CHANNELS}-channel images: use weights trained on it")
+    resize = args.resize or _resize_of(meta, args.weights)
     spec.check_image_size(resize, resize, model["num_classes"])
-    backend = _backend(args.backend)
-    net = backend.NiN(**model)
-    backend.load_weights(net, args.weights)
-    _, test_iter = backend.load_data_fashion_mnist(args.batch_size, resize, args.data, limit_test=args.limit)
-    classes = backend.predict(net, test_iter)
-    labels = data.labels(args.data, "test")[: len(classes)]
+    spec.check_positive_int("--batch-size", args.batch_size)
+    needed = nin.resources.resources((args.batch_size, spec.IN_CHANNELS, resize, resize), num_1x1=model["num_1x1"],
+                                     head=model["head"])["totals"]["predict_bytes"]
+    training.check_memory(needed, f"predicting batches of {args.batch_size} images of {resize}x{resize}",
+                          "lower --batch-size or --resize")
+    images, labels = data.subset(data.load_split("test", args.data), args.limit)
+    if args.backend != ONNXRUNTIME:
+        runtime = _backend(args.backend)
+        net = runtime.NiN(**model)
+        runtime.load_weights(net, args.weights)
+    test_iter = runtime.loader((images, labels), data.BatchSampler(len(labels), args.batch_size, shuffle=False), resize)
+    classes = runtime.predict(net, test_iter)
     accuracy = float((classes == labels).mean())  # the test split is not shuffled: file order
     if args.json:
         print(json.dumps({"backend": args.backend, "weights": args.weights, "resize": resize, "images": len(classes),
@@ -111,6 +282,28 @@ def predict(args: argparse.Namespace) -> int:
     else:
         print(f"test acc {accuracy:.3f} on {len(classes)} images ({args.backend}, {args.weights}, resize {resize})")
     return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write the ONNX model of a weights file: nin's exporter (the onnx package alone), or a framework's own."""
+    from nin import export as onnx_export
+
+    path = onnx_export.export(args.weights, args.out, args.opset, backend=args.via, resize=args.resize)
+    via = f", via {args.via}'s own exporter" if args.via else ""
+    print(f"wrote {path} (opset {args.opset}{via}); check it with: python -m nin predict --backend {ONNXRUNTIME} "
+          f"--weights {path}")
+    return 0
+
+
+def _resize_of(meta: dict, path: str) -> int:
+    """The image size a checkpoint's run trained at; the book's 224 for a weights file without a run."""
+    if "config" not in meta:
+        return spec.BOOK_RESIZE
+    config = meta["config"]
+    if not isinstance(config, dict) or type(config.get("resize", spec.BOOK_RESIZE)) is not int:
+        raise ValueError(f"{path}: its 'config' metadata is not an object of run settings with an integer resize; "
+                         f"pass --resize")
+    return config.get("resize", spec.BOOK_RESIZE)
 
 
 def resources(args: argparse.Namespace) -> int:
@@ -164,6 +357,14 @@ def _input_shape(text: str) -> tuple[int, int, int, int]:
     return shape
 
 
+def _seed(text: str) -> int:
+    try:
+        return training.check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {training.SEED_LIMIT - 1}, "
+                                         f"got {text!r}") from None
+
+
 def _add_variant_args(p: argparse.ArgumentParser) -> None:
     """The model variants of the section's exercises 2 and 4."""
     p.add_argument("--num-1x1", type=int, choices=spec.NUM_1X1_CHOICES, default=spec.NUM_1X1,
@@ -194,7 +395,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train on Fashion-MNIST with a preset (the book's settings by default)")
     p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
-    p.add_argument("--preset", choices=list(presets.PRESETS), default="book",
+    p.add_argument("--preset", choices=list(presets.PRESETS),
                    help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: a recipe for a "
                         "small CPU (96x96, 6 epochs, centered init, warm-up and cosine decay, bfloat16 where offered). "
                         "The flags below override the preset's values")
@@ -205,7 +406,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
     p.add_argument("--limit-test", type=int, metavar="N", help="test on the first N images only")
-    p.add_argument("--seed", type=int, help="makes the run repeatable on the CPU (default: a fresh one, saved)")
+    p.add_argument("--seed", type=_seed, help="makes the run repeatable on the CPU (default: a fresh one, saved); "
+                                               f"0 to {training.SEED_LIMIT - 1}")
     p.add_argument("--init", choices=training.INITS,
                    help="convolution weights: xavier (the book's), kaiming (leaves the 2.303 plateau sooner) or "
                         "centered (Kaiming with zero-mean filters: far fewer class units start off for every image)")
@@ -215,20 +417,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="learning rate per step: constant (the book's) or cosine decay to 0")
     p.add_argument("--warmup", type=float, metavar="EPOCHS", help="epochs of linear warm-up from 0 to --lr")
     _add_variant_args(p)
-    p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run after its last finished epoch")
+    p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go "
+                                                    "(held by one run at a time); with --resume: fork the run there")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue this run after its last finished epoch; --backend, --epochs, --data and --precision "
+                        "apply, settings that change the experiment are refused unless --out forks the run")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no closing lines")
-    p.set_defaults(run=train)
+    p.set_defaults(run=train, num_1x1=None, head=None)  # None: not given (a new run takes the book's)
 
-    p = commands.add_parser("predict", help="test accuracy of a weights file, in any backend")
-    p.add_argument("--backend", required=True, choices=list(nin.BACKENDS))
-    p.add_argument("--weights", required=True, metavar="FILE", help="from save_weights, or a run's checkpoint")
+    p = commands.add_parser("predict", help="test accuracy of a weights file, in any backend (or an .onnx file)")
+    p.add_argument("--backend", required=True, choices=[*nin.BACKENDS, ONNXRUNTIME],
+                   help=f"{ONNXRUNTIME}: an .onnx file from `nin export`, in ONNX Runtime")
+    p.add_argument("--weights", required=True, metavar="FILE",
+                   help="from save_weights, or a run's checkpoint; an .onnx file with --backend onnxruntime")
     p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
     p.add_argument("--limit", type=int, metavar="N", help="the first N test images only")
     p.add_argument("--resize", type=int, help="default: the run's, for a checkpoint; else 224")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="one JSON object, with the predicted classes")
     p.set_defaults(run=predict)
+
+    p = commands.add_parser("export", help="write the ONNX model of a weights file (pip install 'nin[onnx]')")
+    p.add_argument("--weights", required=True, metavar="FILE", help="from save_weights, or a run's checkpoint")
+    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--resize", type=int, help="fix the images' height and width (default: any, from the minimum on)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    p.add_argument("--via", choices=list(nin.BACKENDS),
+                   help="a framework's own exporter instead of nin's (see docs/frameworks.md: which ones work)")
+    p.set_defaults(run=export)
 
     p = commands.add_parser("resources", help="parameters, MACs, FLOPs and memory, per layer (no framework)")
     p.add_argument("--input-shape", type=_input_shape,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nin import spec
+from nin import spec, training
 
 #: Public copies of the files, tried in order; a file's URL is mirror + name + ".gz".
 MIRRORS = (
@@ -122,34 +122,50 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, download: bool = T
     """``((train_images, train_labels), (test_images, test_labels))`` as numpy uint8 arrays.
 
     Images are ``(N, 28, 28)``, labels ``(N,)`` in 0..9. Missing files are downloaded
-    into :func:`data_dir` when ``download`` is true.
+    into :func:`data_dir` when ``download`` is true; only the default cache directory is
+    created for them: a ``root`` (or ``$NIN_DATA``) that does not exist is refused, not made.
 
     Raises:
         DataError: if a file is missing (and cannot be downloaded) or is malformed.
     """
+    directory = _ready(root, NAMES, download)
+    return _pair(directory, "train"), _pair(directory, "test")
+
+
+def load_split(split: str, root: str | os.PathLike | None = None, download: bool = True) -> Split:
+    """One split (``"train"`` or ``"test"``) as :func:`load_fashion_mnist` reads it, from its two files alone."""
+    return _pair(_ready(root, FILES[split], download), split)
+
+
+def _ready(root, names, download: bool) -> Path:
+    """The data directory, once the files ``names`` are there (downloaded if need be)."""
     directory = data_dir(root)
-    missing = _missing(directory)
+    missing = [name for name in names if _find(directory, name) is None]
     if missing:
         reason = "Downloading is turned off."
+        if download and not directory.is_dir() and (root is not None or os.environ.get("NIN_DATA")):
+            download, reason = False, "That directory does not exist (only the default cache directory is created)."
         if download:
             try:
                 _download(directory, missing)
             except DataError as err:
                 reason = f"Downloading them failed: {err}"
-            missing = _missing(directory)
+            missing = [name for name in names if _find(directory, name) is None]
         if missing:
             where = directory.resolve()
             raise DataError(f"Fashion-MNIST files missing in {where}: {', '.join(n + '[.gz]' for n in missing)}.\n"
                             f"{reason}\nPut the files (gzip or raw) in {where}, or {_WHERE}.")
-    splits = []
-    for images_name, labels_name in FILES.values():
-        images_path, labels_path = _find(directory, images_name), _find(directory, labels_name)
-        images, labels = _read(images_path, 3), _read(labels_path, 1)
-        if len(images) != len(labels):
-            raise DataError(f"{images_path.resolve()} holds {len(images)} images but {labels_path.resolve()} holds "
-                            f"{len(labels)} labels; they must pair up: replace them with the original files")
-        splits.append((images, labels))
-    return splits[0], splits[1]
+    return directory
+
+
+def _pair(directory: Path, split: str) -> Split:
+    images_name, labels_name = FILES[split]
+    images_path, labels_path = _find(directory, images_name), _find(directory, labels_name)
+    images, labels = _read(images_path, 3), _read(labels_path, 1)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path.resolve()} holds {len(images)} images but {labels_path.resolve()} holds "
+                        f"{len(labels)} labels; they must pair up: replace them with the original files")
+    return images, labels
 
 
 def download(directory: str | os.PathLike, names=None, mirrors=MIRRORS, timeout: float = 30) -> list[Path]:
@@ -212,10 +228,6 @@ def _download(directory: Path, names: list[str]) -> None:
     download(directory, names)
 
 
-def _missing(directory: Path) -> list[str]:
-    return [name for name in NAMES if _find(directory, name) is None]
-
-
 def _find(directory: Path, name: str) -> Path | None:
     """``name.gz`` or ``name`` in ``directory``, preferring the gzip file; None when neither is there."""
     for candidate in (directory / f"{name}.gz", directory / name):
@@ -271,7 +283,7 @@ class BatchSampler:
     def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None):
         spec.check_positive_int("batch_size", batch_size)
         self.num_examples, self.batch_size, self.shuffle = num_examples, batch_size, shuffle
-        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else training.check_seed(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

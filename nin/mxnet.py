@@ -235,6 +235,12 @@ def logits(net: NiN, X: np.ndarray, device=None) -> numpy.ndarray:
     return net(X.as_in_ctx(device)).asnumpy()  # outside autograd.record(), Gluon's dropout is off
 
 
+def to_onnx(net: NiN, path, opset: int) -> None:
+    """MXNet's own exporter (``mxnet.onnx``) cannot run beside the onnx package nin needs: refused."""
+    raise ValueError("MXNet 1.9.1's own ONNX exporter (mxnet.onnx) imports onnx.mapping, which onnx 1.15 "
+                     "removed; export without --via (nin's exporter reads the same weights)")
+
+
 def _batchify(samples, resize: int | None):
     """Stack a batch, then convert and resize it at once: NHWC floats in [0, 1], resized, to NCHW."""
     images = numpy.stack([image for image, _ in samples])

@@ -24,14 +24,17 @@ From Python::
 
 From the command line: ``python -m nin train --backend torch --preset cpu --seed 0``.
 Explicit settings override the preset's; the run's ``config`` (in ``metrics.json`` and the
-checkpoint) records the preset and every resolved setting, and ``--resume`` keeps them.
+checkpoint) records the preset and every resolved setting, and ``--resume`` keeps them (a fork,
+``--resume RUN --out NEW``, may change those that change the experiment: ``nin/cli.py``).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nin
+import nin.resources
 from nin import spec, training
 
 #: the settings a preset fixes
@@ -69,29 +72,64 @@ def resolve(preset: str, backend: str, **overrides) -> dict:
 def config(backend: str, preset: str = "book", *, seed: int | None = None, data=None, limit_train: int | None = None,
            limit_test: int | None = None, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD, **overrides) -> dict:
     """Everything a run needs, as ``metrics.json`` and the checkpoint record it: the backend, the
-    preset and its resolved settings, the data, the seed (a fresh one if ``None``) and the variant."""
+    preset and its resolved settings, the data (an absolute path, so that the run can be resumed from
+    anywhere), the seed (a fresh one if ``None``) and the variant."""
     return {"backend": backend, "preset": preset, **resolve(preset, backend, **overrides),
-            "data": None if data is None else os.fspath(data), "limit_train": limit_train, "limit_test": limit_test,
-            "seed": training.new_seed() if seed is None else seed, "num_1x1": num_1x1, "head": head}
+            "data": None if data is None else str(Path(data).expanduser().resolve()), "limit_train": limit_train,
+            "limit_test": limit_test, "seed": training.new_seed() if seed is None else training.check_seed(seed),
+            "num_1x1": num_1x1, "head": head}
 
 
-def fit(config: dict, out, *, resume: bool = False, quiet: bool = False) -> list[dict]:
-    """Train the run that ``config`` (from :func:`config`) describes into the directory ``out``
-    (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from
-    its checkpoint. Returns one record per epoch."""
+def check(config: dict, memory: bool = True) -> None:
+    """Every setting of ``config`` (from :func:`config`, or a checkpoint's), checked before anything is
+    imported or written, and with ``memory`` what a training batch needs (:mod:`nin.resources`) against
+    what is free.
+
+    Raises:
+        ValueError: for the first setting that is not one, naming it.
+    """
+    if config["data"] is not None and not isinstance(config["data"], str):
+        raise ValueError(f"data must be a directory's path, got {config['data']!r}")
+    spec.architecture(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
     training.check_budget(config["epochs"], config["lr"])
     training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0))
+    training.check_init(config["init"])
+    training.check_precision(config.get("precision", "float32"))
+    training.check_seed(config["seed"])
+    spec.check_positive_int("batch_size", config["batch_size"])
     spec.check_image_size(config["resize"], config["resize"])
-    backend = nin.backend(config["backend"])
-    train_iter, test_iter = backend.load_data_fashion_mnist(
-        config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
-        limit_test=config["limit_test"], seed=config["seed"])
-    net = backend.NiN(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
-    run = training.Run(out, config["backend"], config)
-    return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
-                         init=config["init"], run=run, resume=resume, quiet=quiet,
-                         precision=config.get("precision", "float32"), schedule=config.get("schedule", "constant"),
-                         warmup=config.get("warmup", 0))
+    for key in ("limit_train", "limit_test"):
+        if config[key] is not None:
+            spec.check_positive_int(key, config[key])
+    if not memory:
+        return
+    size, batch = config["resize"], config["batch_size"]
+    needed = nin.resources.resources((batch, spec.IN_CHANNELS, size, size), num_1x1=config.get("num_1x1", spec.NUM_1X1),
+                                     head=config.get("head", spec.HEAD))["totals"]["train_bytes"]
+    training.check_memory(needed, f"training on batches of {batch} images of {size}x{size}",
+                          "lower --batch-size or --resize")
+
+
+def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = False) -> list[dict]:
+    """Train the run that ``config`` (from :func:`config`) describes into the directory ``out``
+    (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from the
+    checkpoint of ``source`` (default ``out``; another directory forks that run into ``out``).
+    The settings are checked first (:func:`check`), then ``out`` is held (:func:`nin.training.claim`)
+    until the run ends. Returns one record per epoch."""
+    check(config)
+    with training.claim(out):
+        run = training.Run(out, config["backend"], config, source=source)
+        if (not resume or run.source != run.directory) and run.checkpoint.exists():
+            raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+        backend = nin.backend(config["backend"])
+        train_iter, test_iter = backend.load_data_fashion_mnist(
+            config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
+            limit_test=config["limit_test"], seed=config["seed"])
+        net = backend.NiN(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
+        return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
+                             init=config["init"], run=run, resume=resume, quiet=quiet,
+                             precision=config.get("precision", "float32"),
+                             schedule=config.get("schedule", "constant"), warmup=config.get("warmup", 0))
 
 
 def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, **settings) -> list[dict]:
@@ -100,6 +138,4 @@ def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, *
     (default ``runs/<backend>-<preset>-<seed>``). Returns one record per epoch."""
     run_config = config(backend, preset, **settings)
     out = out or os.path.join("runs", f"{backend}-{preset}-{run_config['seed']}")
-    if os.path.exists(os.path.join(out, training.CHECKPOINT)):
-        raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
     return fit(run_config, out, quiet=quiet)

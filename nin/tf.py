@@ -226,6 +226,17 @@ def logits(net: NiN, X: tf.Tensor, device=None) -> numpy.ndarray:
         return net(X, training=False).numpy()
 
 
+def to_onnx(net: NiN, path, opset: int) -> None:
+    """tf2onnx on a ``tf.function`` that takes N,C,H,W images (its ``from_keras`` fails on Keras 3 models)."""
+    try:
+        import tf2onnx
+    except ImportError as err:
+        raise ImportError("--via tf needs tf2onnx: install it with  pip install tf2onnx") from err
+    signature = (tf.TensorSpec((None, net.in_channels, None, None), tf.float32, name="images"),)
+    function = tf.function(lambda images: net(tf.transpose(images, (0, 2, 3, 1)), training=False))
+    tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+
+
 def _set_precision(net, precision: str) -> None:
     """Keras's dtype policy: "mixed_bfloat16" computes in bfloat16 and keeps float32 weights."""
     policy = keras.DTypePolicy("mixed_bfloat16" if precision == "bfloat16" else "float32")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import warnings
 
 import numpy
 
@@ -202,6 +204,17 @@ def logits(net: NiN, X: torch.Tensor, device=None) -> numpy.ndarray:
     device = next(net.parameters()).device if device is None else device
     with torch.no_grad():
         return net(X.to(device, memory_format=torch.channels_last)).cpu().numpy()
+
+
+def to_onnx(net: NiN, path, opset: int) -> None:
+    """``torch.onnx.export``, its TorchScript exporter (the newer one, ``dynamo=True``, needs onnxscript)."""
+    net.eval()
+    size = spec.min_image_size(net.num_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns that NiN's input checks are not part of the graph
+        torch.onnx.export(net.cpu(), (torch.zeros(1, net.in_channels, size, size),), os.fspath(path),
+                          input_names=["images"], output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -12,13 +12,18 @@ training examples per second. Beyond the book, a run is repeatable and resumable
 - after every epoch, :class:`Run` writes ``checkpoint.safetensors`` (a weights file of
   :mod:`nin.weights`, with the epoch, seed, optimizer settings, the run's settings and the
   records so far in its metadata), ``metrics.json`` (``{"config": the run's settings,
-  "history": the records}``) and ``curves.png``, each atomically.
+  "history": the records}``) and ``curves.png``, each atomically;
+- :func:`claim` holds the run directory for one process (a lock file with its id), and
+  :class:`Diverged` stops a run whose loss or weights stop being finite, before any
+  non-finite number is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import numbers
 import os
 import secrets
 import sys
@@ -36,12 +41,22 @@ SCHEDULES = ("constant", "cosine")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 CURVES = "curves.png"
+LOCK = ".lock"
 RECORD_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
+#: seeds are integers from 0 to SEED_LIMIT - 1 in every backend (each framework takes them all)
+SEED_LIMIT = 2**31
 
 
 def new_seed() -> int:
     """A fresh seed for a run that was given none (it is stored, so resuming repeats it)."""
-    return secrets.randbelow(2**31)
+    return secrets.randbelow(SEED_LIMIT)
+
+
+def check_seed(seed) -> int:
+    """``seed`` is an integer from 0 to :data:`SEED_LIMIT` - 1, the one rule for every backend."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer from 0 to {SEED_LIMIT - 1} (2**31 - 1), got {seed!r}")
+    return int(seed)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -109,8 +124,56 @@ def learning_rate(lr: float, schedule: str, warmup: float, num_epochs: int, epoc
 
 def check_budget(num_epochs: int, lr: float) -> None:
     spec.check_positive_int("num_epochs", num_epochs)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    if not 0 < lr < math.inf:
+        raise ValueError(f"lr must be positive and finite, got {lr!r}")
+
+
+class Diverged(ValueError):
+    """The training loss, or the weights after an epoch, stopped being finite: the run cannot go on.
+
+    ``epoch`` and ``batch`` count from 0; ``lr`` is the batch's learning rate.
+    """
+
+    def __init__(self, what: str, epoch: int, batch: int, lr: float):
+        self.what, self.epoch, self.batch, self.lr = what, epoch, batch, lr
+        super().__init__(f"{what} at epoch {epoch + 1}, batch {batch + 1} (learning rate {lr:.3g}): the run "
+                         f"diverged; try a lower lr or a warm-up")
+
+
+def check_finite(meter: Meter, epoch: int, batch: int, lr: float) -> None:
+    """Raise :class:`Diverged` once the epoch's summed loss is NaN or infinite."""
+    if not math.isfinite(meter.loss):
+        raise Diverged(f"the training loss became {meter.loss}", epoch, batch, lr)
+
+
+def check_finite_weights(tensors: dict[str, np.ndarray], epoch: int, batch: int, lr: float) -> None:
+    """Raise :class:`Diverged` if a weight is NaN or infinite (before it is saved)."""
+    bad = [name for name, t in tensors.items() if not np.isfinite(t).all()]
+    if bad:
+        raise Diverged(f"the weights became non-finite ({bad[0]})", epoch, batch, lr)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take: ``MemAvailable`` of ``/proc/meminfo``, or less where a
+    cgroup (a container's limit) leaves less; ``None`` where neither can be read."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        found += [int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    return min(found) if found else None
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse, before anything is built, what needs more than :func:`available_memory`: ``needed`` bytes
+    (an estimate of :mod:`nin.resources`) for ``what``; ``fix`` says what to do."""
+    limit = available_memory()
+    if limit is not None and needed > limit:
+        raise ValueError(f"{what} needs about {needed / 2**30:,.1f} GiB of memory ({needed:,} bytes, as nin.resources "
+                         f"estimates it), more than the {max(limit, 0) / 2**30:,.1f} GiB available; {fix}")
 
 
 class Meter:
@@ -181,12 +244,16 @@ class Run:
         backend: the backend's name, kept in the checkpoint.
         config: how the run was started (the command line's settings), kept in the checkpoint
             so that a resumed run goes on with the same data, batch size and seed.
+        source: the run directory a resumed run starts from (default: ``directory``); another one
+            forks that run: it goes on in ``directory``, and ``source`` is only read.
     """
 
-    def __init__(self, directory: str | os.PathLike, backend: str, config: dict | None = None):
+    def __init__(self, directory: str | os.PathLike, backend: str, config: dict | None = None,
+                 source: str | os.PathLike | None = None):
         self.directory = Path(directory)
         self.backend = backend
         self.config = config or {}
+        self.source = self.directory if source is None else Path(source)
 
     @property
     def checkpoint(self) -> Path:
@@ -195,15 +262,29 @@ class Run:
     def load(self) -> tuple[dict[str, np.ndarray], dict]:
         """The checkpoint's weights and its metadata (``epoch``, ``seed``, ``history``, ``config``, ...).
 
+        Read from ``source``, the run a resumed run starts from.
+
         Raises:
-            ValueError: when there is no checkpoint, or it cannot be read.
+            ValueError: when there is no checkpoint, it cannot be read, or its training state is damaged.
         """
-        if not self.checkpoint.is_file():
-            raise ValueError(f"no checkpoint to resume from: {self.checkpoint} does not exist "
-                             f"(start a run with --out {self.directory})")
-        tensors, meta = weights.load(self.checkpoint)
+        path = self.source / CHECKPOINT
+        if not path.is_file():
+            raise ValueError(f"no checkpoint to resume from: {path} does not exist "
+                             f"(start a run with --out {self.source})")
+        tensors, meta = weights.load(path)
         if "history" not in meta:
-            raise ValueError(f"{self.checkpoint} holds weights but no training state; start a new run with --out")
+            raise ValueError(f"{path} holds weights but no training state; start a new run with --out")
+        try:
+            check_seed(meta["seed"])
+            check_init(meta["init"])
+            history = meta["history"]
+            ok = (isinstance(history, list) and all(isinstance(r, dict) for r in history)
+                  and type(meta["epoch"]) is int and meta["epoch"] + 1 == len(history))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{path}: its training state (epoch, seed, init, history) is damaged; "
+                             f"start a new run with --out")
         return tensors, meta
 
     def resume(self) -> RunState:
@@ -218,9 +299,71 @@ class Run:
         meta = {"epoch": epoch, "seed": seed, "init": init, "lr": lr, "optimizer": "sgd", "history": history,
                 "backend": self.backend, "config": self.config}
         weights.save(tensors, self.checkpoint, meta)
-        metrics = json.dumps({"config": self.config, "history": history}, indent=1) + "\n"
+        metrics = json.dumps({"config": self.config, "history": history}, indent=1, allow_nan=False) + "\n"
         weights.atomic_write(self.directory / METRICS, metrics.encode())
         weights.atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
+
+
+@contextlib.contextmanager
+def claim(directory: str | os.PathLike):
+    """Hold the run directory ``directory`` for this process while the block runs.
+
+    The directory is created (with its parents) if need be; a file in its place, or a place that
+    cannot be written, is refused with a ``ValueError``. Then the lock file :data:`LOCK` is taken with
+    ``flock`` and this process's id written in it: another process that holds it is named in the
+    ``ValueError``, and a lock left by a process that is gone (killed) is taken over, since the system
+    releases a dead process's locks. Leftover ``.part`` files of a write that was killed are removed.
+    On leaving, the lock file is removed, and so are the directories made here if they are still empty.
+    """
+    import fcntl
+
+    directory = Path(directory)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise ValueError(f"--out {directory} is a file, not a directory; choose another --out") from err
+    except OSError as err:
+        raise ValueError(f"--out {directory}: cannot create it ({err.strerror}); choose another --out") from err
+    path = directory / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            _remove_empty(made)
+            raise ValueError(f"--out {directory}: cannot write there ({err.strerror}); choose another --out") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            other = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(f"{directory} is in use by another run (process {other}, which holds {path}); "
+                             f"wait for it to end or stop it, or choose another --out") from err
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not a lock file its holder removed meanwhile
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        for part in directory.glob(".*.part"):  # from weights.atomic_write, killed mid-write
+            if part.name.startswith(tuple(f".{name}." for name in (CHECKPOINT, METRICS, CURVES))):
+                part.unlink()
+        yield directory
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+        _remove_empty(made)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (the innermost first) while they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def curves_png(history: list[dict], title: str = "NiN") -> bytes:

@@ -25,14 +25,14 @@ def save(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict
     from safetensors.numpy import save as to_bytes
 
     meta = {"format": json.dumps(FORMAT)}
-    meta.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
+    meta.update({key: json.dumps(value, allow_nan=False) for key, value in (metadata or {}).items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, to_bytes({name: np.ascontiguousarray(t) for name, t in tensors.items()}, metadata=meta))
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """The tensors and the metadata of a weights file.
+    """The tensors and the metadata of a weights file (values nin wrote as JSON decoded, others as strings).
 
     Raises:
         ValueError: if the file is missing or is not a readable safetensors file.
@@ -46,12 +46,20 @@ def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         tensors = from_bytes(blob)
         size = int.from_bytes(blob[:8], "little")
         meta = json.loads(blob[8:8 + size]).get("__metadata__") or {}
-        meta = {key: json.loads(value) for key, value in meta.items()}
+        meta = {key: _value(value) for key, value in meta.items()}
     except FileNotFoundError as err:
         raise ValueError(f"{path}: no such weights file") from err
     except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable safetensors weights file ({err})") from err
     return tensors, meta
+
+
+def _value(text: str):
+    """A metadata value: nin writes JSON; other writers plain strings (PyTorch's ``{"format": "pt"}``), kept as is."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def model_args(tensors: dict[str, np.ndarray]) -> dict:

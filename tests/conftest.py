@@ -40,6 +40,15 @@ def forward(backend, net, X):
     return backend.logits(net, backend.from_numpy(X))
 
 
+@pytest.fixture
+def fake(tmp_path) -> str:
+    """A tiny Fashion-MNIST (48 training and 32 test images, random pixels) in ``tmp_path/data``."""
+    from fakedata import make_set
+
+    make_set(tmp_path / "data", n_train=48, n_test=32)
+    return str(tmp_path / "data")
+
+
 @pytest.fixture(params=REQUESTED)
 def backend_name(request) -> str:
     return request.param

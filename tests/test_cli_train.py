@@ -13,15 +13,8 @@ import urllib.request
 
 import pytest
 
-from fakedata import make_set
 from nin import cli, training
 from test_cli import run_nin
-
-
-@pytest.fixture
-def fake(tmp_path):
-    make_set(tmp_path / "data", n_train=48, n_test=32)
-    return str(tmp_path / "data")
 
 
 def _args(backend_name, fake, out, *more):
@@ -95,6 +88,7 @@ def test_missing_data_offline_is_one_line(backend_name, backend, tmp_path, monke
         raise urllib.error.URLError("no network here")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
+    (tmp_path / "empty").mkdir()  # a folder that does not exist is refused without downloading (test_lifecycle.py)
     status = cli.main(_args(backend_name, str(tmp_path / "empty"), tmp_path / "run"))
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1

@@ -52,7 +52,7 @@ def test_one_sgd_step_updates_the_weights_alike(all_backends, tmp_path):
         backend.load_weights(net, path)
         backend.train(net, batch, batch, 1, 0.1, init=None, seed=0, quiet=True)
         updated[name] = nin.backend(name).get_weights(net)
-    start = weights.load(path)
+    start, _ = weights.load(path)
 
     def flat(tensors):
         return np.concatenate([tensors[k].ravel().astype(np.float64) for k in start])
