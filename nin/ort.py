@@ -77,10 +77,7 @@ def to_numpy(X: np.ndarray) -> np.ndarray:
 
 
 def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    images, labels = split
-    for indices in sampler:
-        X = images[indices].astype(np.float32)[:, None] / 255
-        yield (_resize(X, resize) if resize else X), labels[indices].astype(np.int64)
+    return _Batches(split, sampler, resize)
 
 
 def logits(net: Model, X: np.ndarray, device=None) -> np.ndarray:
@@ -88,6 +85,22 @@ def logits(net: Model, X: np.ndarray, device=None) -> np.ndarray:
     spec.check_image_size(X.shape[-2], X.shape[-1], net.num_classes)
     name = net.session.get_inputs()[0].name  # "images"; framework exporters may name it their own way
     return net.session.run(None, {name: np.ascontiguousarray(X, dtype=np.float32)})[0]
+
+
+class _Batches:
+    """Numpy batches ``(X, y)`` of ``split`` in ``sampler``'s order, every time it is iterated."""
+
+    def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
+        self.split, self.nin_sampler, self.resize = split, sampler, resize
+
+    def __len__(self) -> int:
+        return len(self.nin_sampler)
+
+    def __iter__(self):
+        images, labels = self.split
+        for indices in self.nin_sampler:
+            X = images[indices].astype(np.float32)[:, None] / 255
+            yield (_resize(X, self.resize) if self.resize else X), labels[indices].astype(np.int64)
 
 
 def _resize(X: np.ndarray, size: int) -> np.ndarray:

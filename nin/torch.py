@@ -202,6 +202,7 @@ def trainer(net: NiN, device, precision: str):
 def logits(net: NiN, X: torch.Tensor, device=None) -> numpy.ndarray:
     net.eval()
     device = next(net.parameters()).device if device is None else device
+    net.to(device, memory_format=torch.channels_last)  # as in training: a model and its input in one layout
     with torch.no_grad():
         return net(X.to(device, memory_format=torch.channels_last)).cpu().numpy()
 

@@ -156,3 +156,10 @@ def test_bad_input_is_one_line(case, capsys, tmp_path):
             "channels": "3-channel images"}[case] in err
     status, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "bad.onnx"), "--out", str(tmp_path / "x.onnx"))
     assert status != 0 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_runtime_batches_can_be_read_again(images):
+    loader = ort.load_data_fashion_mnist(4, spec.min_image_size(), REAL_DATA, limit_train=1, limit_test=8,
+                                         download=False)[1]
+    first, second = [y for _, y in loader], [y for _, y in loader]
+    assert len(loader) == 2 and len(first) == 2 and all((a == b).all() for a, b in zip(first, second, strict=True))
