@@ -2,7 +2,7 @@
 
     python benchmarks/inference.py [--backends mxnet,torch,tf] [--resize 224] [--images 256] [--json FILE]
 
-The same weights (PyTorch's Kaiming init, seed 0) everywhere, the same real test images; one process
+The same weights (the first backend's Kaiming init, seed 0) everywhere, the same real test images; one process
 per backend (and one for ONNX Runtime), one after the other. Per runtime and batch size (1 and 128):
 examples/s of a second pass over the images (the first builds graphs and picks kernels), the
 GFLOP/s that makes (examples/s x the forward FLOPs of one image, nin.resources), and that rate
@@ -77,7 +77,7 @@ def main() -> None:
     from nin.resources import resources
 
     folder = Path(tempfile.mkdtemp())
-    source = nin.backend("torch")
+    source = nin.backend(args.backends.split(",")[0])
     net = source.NiN()
     source.init_weights(net, "kaiming", 0)
     source.save_weights(net, folder / "w.safetensors")

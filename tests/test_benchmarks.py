@@ -52,3 +52,16 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "nin train" not in again.stdout
     assert json.loads((tmp_path / "a.json").read_text())["rows"] == rows
+
+
+def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
+    make_class_set(tmp_path / "data", n_train=8, n_test=16)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--backends", ",".join(REQUESTED), "--images", "16",
+         "--resize", "67", "--data", str(tmp_path / "data"), "--json", str(tmp_path / "i.json")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "i.json").read_text())
+    assert list(report["results"]) == [*REQUESTED, "onnxruntime"]
+    assert all(r["batch1_eps"] > 0 and r["batch128_eps"] > 0 for r in report["results"].values())
+    assert report["matmul_gflops"] > 0 and "| onnxruntime |" in result.stdout
