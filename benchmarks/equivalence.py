@@ -28,10 +28,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
     args = parser.parse_args()
     backends = {name: nin.backend(name) for name in nin.BACKENDS}
-    rng = np.random.default_rng(args.seed)
-    split = (rng.integers(0, 256, (args.batch, 28, 28), dtype=np.uint8), rng.integers(0, 10, args.batch))
+    split = data.subset(data.load_split("test", args.data), args.batch)  # the first real test images
     start = Path(tempfile.mkdtemp()) / "start.safetensors"
     source = backends["torch"].NiN()
     backends["torch"].init_weights(source, "kaiming", args.seed)
@@ -45,7 +45,7 @@ def main() -> None:
         logits[name] = backend.logits(net, next(iter(batch))[0])
         backend.train(net, batch, batch, 1, 0.1, init=None, seed=args.seed, quiet=True)
         stepped[name] = backend.get_weights(net)
-    print(f"{args.batch} images of {args.size}x{args.size}, float32, weights: PyTorch's Kaiming init, "
+    print(f"{args.batch} real test images of {args.size}x{args.size}, float32, weights: PyTorch's Kaiming init, "
           f"seed {args.seed}\n")
     print("| pair | logits: max diff / max logit | weights after the step: norm diff / norm | "
           "updates: norm diff / norm | worst tensor: max diff / max update |")
