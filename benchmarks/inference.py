@@ -47,15 +47,8 @@ def worker(name: str, args) -> dict:
         _, test_iter = runtime.load_data_fashion_mnist(batch, args.resize, args.data, limit_train=1, limit_test=images)
         result[f"batch{batch}_eps"] = timed(lambda loader: runtime.predict(net, loader), test_iter)
     if runtime is not ort:
-        run = book.module(name).matmul(4096)
-        result["own_matmul_gflops"] = 2 * 4096**3 / min(_seconds(run) for _ in range(5)) / 1e9
+        result["own_matmul_gflops"] = book.matmul_gflops(name, 4096)
     return result
-
-
-def _seconds(run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -85,18 +85,11 @@ def _data(backend, args):
                                            limit_test=args.images, seed=0)
 
 
-def matmul_gflops(name: str, repeats: int = 5) -> float:
+def matmul_gflops(name: str) -> float:
     """The best rate of a float32 ``MATMUL_SIZE`` square product in this framework."""
     from nin import book
 
-    run = book.module(name).matmul(MATMUL_SIZE)
-    n = MATMUL_SIZE
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return book.matmul_gflops(name, MATMUL_SIZE)
 
 
 def main() -> None:

@@ -154,9 +154,9 @@ def _predictions(backend: ModuleType, net, data_iter, device):
 BOOK_FUNCTIONS = (load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights)
 
 
-def bind(module_name: str) -> tuple:
-    """The functions of :data:`BOOK_FUNCTIONS` for the backend module ``module_name``, without the
-    backend argument: what the book calls ``d2l.train_ch6`` and the like, as that module's own."""
+def bind(module_name: str, functions: tuple = BOOK_FUNCTIONS) -> tuple:
+    """``functions`` (all of :data:`BOOK_FUNCTIONS` by default) for the backend module ``module_name``, without
+    the backend argument: what the book calls ``d2l.train_ch6`` and the like, as that module's own."""
     def bound(function):
         @functools.wraps(function)
         def call(*args, **kwargs):
@@ -167,4 +167,4 @@ def bind(module_name: str) -> tuple:
         call.__module__ = module_name
         return call
 
-    return tuple(bound(function) for function in BOOK_FUNCTIONS)
+    return tuple(bound(function) for function in functions)

@@ -46,8 +46,7 @@ def build(tensors: dict[str, np.ndarray], opset: int = OPSET, resize: int | None
     _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"--opset must be an integer of at least {MIN_OPSET}, got {opset!r}")
+    _check_opset(opset)
     args = weights.model_args(tensors)
     height, width = _size(resize, args)
     nodes, initializers, x, b, channels = [], [], INPUT, 0, args["in_channels"]
@@ -85,6 +84,11 @@ def build(tensors: dict[str, np.ndarray], opset: int = OPSET, resize: int | None
     return _checked(model, args)
 
 
+def _check_opset(opset: int) -> None:
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"--opset must be an integer of at least {MIN_OPSET}, got {opset!r}")
+
+
 def _size(resize: int | None, args: dict) -> tuple:
     if resize is None:
         return "height", "width"
@@ -99,8 +103,7 @@ def via(backend: str, tensors: dict[str, np.ndarray], opset: int = OPSET, resize
     import nin
 
     onnx = _onnx()
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"--opset must be an integer of at least {MIN_OPSET}, got {opset!r}")
+    _check_opset(opset)
     args = weights.model_args(tensors)
     _size(resize, args)  # the frameworks' exporters keep the height and width dynamic
     framework = nin.backend(backend)

@@ -45,21 +45,9 @@ def load(path: str | os.PathLike) -> Model:
     return Model(path)
 
 
-def load_data_fashion_mnist(batch_size: int, resize: int | None = None, root=None, *, limit_train: int | None = None,
-                            limit_test: int | None = None, seed: int | None = None, download: bool = True):
-    """As every backend's: ``(train_iter, test_iter)``, here of numpy batches."""
-    return api.load_data_fashion_mnist(_this(), batch_size, resize, root, limit_train=limit_train,
-                                       limit_test=limit_test, seed=seed, download=download)
-
-
-def evaluate_accuracy(net: Model, data_iter, device=None) -> float:
-    """The fraction of examples in ``data_iter`` that the model classifies right."""
-    return api.evaluate_accuracy(_this(), net, data_iter, device)
-
-
-def predict(net: Model, data_iter, device=None) -> np.ndarray:
-    """The class the model predicts for each example of ``data_iter``, in order."""
-    return api.predict(_this(), net, data_iter, device)
+# As every backend's (nin.api), bound to this module: inference only, so no train or weights I/O.
+load_data_fashion_mnist, evaluate_accuracy, predict = api.bind(
+    __name__, (api.load_data_fashion_mnist, api.evaluate_accuracy, api.predict))
 
 
 # The hooks of nin.api.HOOKS that inference needs.
@@ -116,9 +104,3 @@ def _resize(X: np.ndarray, size: int) -> np.ndarray:
         shape[axis] = size
         X = np.take(X, lo, axis=axis) * (1 - w).reshape(shape) + np.take(X, hi, axis=axis) * w.reshape(shape)
     return X.astype(np.float32)
-
-
-def _this():
-    import sys
-
-    return sys.modules[__name__]

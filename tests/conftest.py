@@ -8,6 +8,7 @@ backend is ever skipped silently (as in einops' test suite).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,9 @@ def requested_backends() -> list[str]:
 
 
 REQUESTED = requested_backends()
+#: the real Fashion-MNIST files, for the tests that train or compare on real images ($NIN_DATA, or the
+#: shared data folder beside this checkout); those tests fail, never skip, where they are missing
+REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
 
 
 def import_backend(name: str):

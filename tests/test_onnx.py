@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from conftest import REAL_DATA
 from nin import export, ort, spec
 
-REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
 VARIANTS = [{}, {"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}]
 # Which framework's own exporter (``--via``) runs beside the onnx package nin needs (docs/frameworks.md).
 VIA_WORKS = {"mxnet": False, "torch": True, "tf": True}

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import forward
+from conftest import REAL_DATA, forward
 from fakedata import make_set
 from nin import cli, presets, training, weights
-
-REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
 
 
 def test_book_preset_is_the_books_settings():
