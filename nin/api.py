@@ -28,7 +28,8 @@ HOOKS = {
     "from_numpy": "(X) -> a numpy batch as the framework's tensor: images N,C,H,W into the model's layout",
     "to_numpy": "(X) -> the framework's tensor as numpy: images back to N,C,H,W",
     "loader": "(split, sampler, resize) -> batches (X, y) of a data.Split, in the sampler's order, resized",
-    "init_weights": "(net, init, seed) -> None: seed the framework, then the weights of training.INITS (None: keep)",
+    "init_weights": ("(net, init, seed) -> None: seed the framework, then the weights of training.WEIGHT_INITS "
+                     "(None: keep)"),
     "get_weights": "(net) -> the weights as canonical numpy arrays (nin.spec.weight_shapes)",
     "set_weights": "(net, tensors) -> None: canonical weights in; all are checked before any is set",
     "seed_epoch": "(net, seed) -> None: seed the random generators an epoch draws from (dropout)",
@@ -61,8 +62,9 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
           warmup: float = 0) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered"; or
-    None to keep the model's weights), plain SGD at ``lr``, mean cross-entropy; per epoch the
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered";
+    "primed", centered with biases from the first batch; or None to keep the model's weights), plain
+    SGD at ``lr``, mean cross-entropy; per epoch the
     train loss, train accuracy, test accuracy and examples per second; at the end the book's
     two lines (unless ``quiet``).
     Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
@@ -85,7 +87,11 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
         seed, init, history, start = state.seed, state.init, state.history, state.next_epoch
     else:
         seed = training.new_seed() if seed is None else training.check_seed(seed)
-        backend.init_weights(net, init, seed)
+        backend.init_weights(net, training.weight_init(init), seed)
+        if init == "primed":  # the biases from the first batch of epoch 0 (the sampler replays it below)
+            data.set_epoch(train_iter, 0)
+            first = backend.to_numpy(next(iter(train_iter))[0])
+            backend.set_weights(net, training.primed(backend.get_weights(net), first))
         history, start = [], 0
     with backend.trainer(net, device, precision) as step:
         for epoch in range(start, num_epochs):

@@ -9,10 +9,11 @@ only how it is trained (the measurements behind each choice: ``docs/training.md`
 
 - ``resize=96``: about 5.4 times fewer pixels than 224 (the third max-pool then leaves a 1x1
   map, as at 67: the last block's 3x3 convolution sees one position);
-- ``init="centered"``: Kaiming weights, whose scale keeps the signal (the book's Xavier init
+- ``init="primed"``: Kaiming weights, whose scale keeps the signal (the book's Xavier init
   shrinks it 2.5 to 5 times per block: the loss-2.303 plateau), with every filter after the
-  first made zero-mean, so that far fewer class units of the last ReLU start off for every
-  image (:func:`nin.training.centered`);
+  first made zero-mean (:func:`nin.training.centered`), and every bias set from the first
+  training batch so that each unit starts on for half of it (:func:`nin.training.primed`): no
+  class unit of the last ReLU starts off for every image;
 - ``lr=0.1`` reached after a one-epoch linear warm-up, then a cosine decay to 0;
 - ``epochs=6``, batch 128 (the book's);
 - ``precision="bfloat16"`` where the backend offers it (``backend.PRECISIONS``), else float32.
@@ -43,7 +44,7 @@ SETTINGS = ("epochs", "lr", "batch_size", "resize", "init", "precision", "schedu
 PRESETS = {
     "book": {"epochs": 10, "lr": 0.1, "batch_size": 128, "resize": spec.BOOK_RESIZE, "init": "xavier",
              "precision": "float32", "schedule": "constant", "warmup": 0},
-    "cpu": {"epochs": 6, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "centered",
+    "cpu": {"epochs": 6, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "primed",
             "precision": "bfloat16", "schedule": "cosine", "warmup": 1},
 }
 
