@@ -397,7 +397,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
     p.add_argument("--preset", choices=list(presets.PRESETS),
                    help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: a recipe for a "
-                        "small CPU (96x96, 6 epochs, centered init, warm-up and cosine decay, bfloat16 where offered). "
+                        "small CPU (96x96, 6 epochs, primed init, warm-up and cosine decay, bfloat16 where offered). "
                         "The flags below override the preset's values")
     p.add_argument("--epochs", type=int, help="number of epochs in all")
     p.add_argument("--lr", type=float, help="learning rate (the peak, with a warm-up or a cosine schedule)")
@@ -410,7 +410,8 @@ def _parser() -> argparse.ArgumentParser:
                                                f"0 to {training.SEED_LIMIT - 1}")
     p.add_argument("--init", choices=training.INITS,
                    help="convolution weights: xavier (the book's), kaiming (leaves the 2.303 plateau sooner) or "
-                        "centered (Kaiming with zero-mean filters: far fewer class units start off for every image)")
+                        "centered (Kaiming with zero-mean filters: far fewer class units start off for every image) "
+                        "or primed (centered, and biases that turn each unit on for half of the first batch: none off)")
     p.add_argument("--precision", choices=training.PRECISIONS,
                    help="bfloat16: faster where the hardware has it (PyTorch and Keras); float32: the book's")
     p.add_argument("--schedule", choices=training.SCHEDULES,

@@ -117,7 +117,7 @@ def test_python_preset_train_writes_the_run(backend_name, tmp_path):
     history = presets.train(backend_name, "cpu", seed=1, data=tmp_path / "data", resize=67, epochs=2,
                             out=tmp_path / "run", quiet=True)
     config, _ = _config(tmp_path / "run")
-    assert len(history) == 2 and config["preset"] == "cpu" and config["init"] == "centered"
+    assert len(history) == 2 and config["preset"] == "cpu" and config["init"] == "primed"
     with pytest.raises(ValueError, match="already holds a run"):
         presets.train(backend_name, "cpu", seed=1, data=tmp_path / "data", resize=67, epochs=2, out=tmp_path / "run")
 
@@ -164,20 +164,64 @@ def test_centered_init_is_kaiming_with_zero_mean_filters(backend_name, backend):
         np.testing.assert_allclose(centered[name], w, atol=1e-6, err_msg=name)
 
 
-def test_centered_init_leaves_far_fewer_class_units_off_at_the_start(backend_name, backend):
+def test_centered_init_leaves_fewer_class_units_off_at_the_start_and_primed_none(backend_name, backend):
     """With Kaiming weights about a third of the class units of the last ReLU are 0 for every image at the
-    start; centered, about one in twenty (seeds 0-9, 1,000 test images: 32-35 against 5-6 in each backend)."""
+    start; centered, about one in twenty (seeds 0-9, 1,000 test images: 32-35 against 5-6 in each backend);
+    primed on a training batch, none, and each is on for a good part of the test images (measured: >= 37%)."""
     if not REAL_DATA.is_dir():
         pytest.fail(f"this test reads the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
                     "the directory of the four IDX files", pytrace=False)
-    _, test_iter = backend.load_data_fashion_mnist(1000, 96, REAL_DATA, limit_test=1000)
-    X = backend.to_numpy(next(iter(test_iter))[0])
-    off = {}
-    for how in ("kaiming", "centered"):
-        off[how] = [int((forward(backend, _initialized(backend_name, backend, how, seed), X) == 0)
-                        .all(axis=0).sum()) for seed in range(10)]
+    train_iter, test_iter = backend.load_data_fashion_mnist(1000, 96, REAL_DATA, limit_train=128, limit_test=1000)
+    X, first = (backend.to_numpy(next(iter(it))[0]) for it in (test_iter, train_iter))
+    off, least_on = {"kaiming": [], "centered": [], "primed": []}, []
+    for seed in range(10):
+        for how in ("kaiming", "centered"):
+            net = _initialized(backend_name, backend, how, seed)
+            off[how].append(int((forward(backend, net, X) == 0).all(axis=0).sum()))
+        backend.set_weights(net, training.primed(backend.get_weights(net), first))
+        on = (forward(backend, net, X) > 0).mean(axis=0)
+        off["primed"].append(int((on == 0).sum()))
+        least_on.append(float(on.min()))
     assert sum(off["kaiming"]) >= 20, off
     assert 3 * sum(off["centered"]) <= sum(off["kaiming"]), off
+    assert sum(off["primed"]) == 0 and min(least_on) > 0.2, (off, least_on)
+
+
+def test_primed_biases_turn_each_unit_on_for_half_the_batch(backend, tmp_path):
+    """``training.primed``'s numpy forward is the framework's: on the batch it primed on, each class unit of
+    the backend's model is on for half of the images (a median splits 32 values 16/16); the weights stay."""
+    net = backend.NiN()
+    backend.init_weights(net, "centered", 3)
+    before = backend.get_weights(net)
+    X = np.random.default_rng(0).random((32, 1, 67, 67), dtype=np.float32)
+    after = training.primed(before, X)
+    backend.set_weights(net, after)
+    on = (forward(backend, net, X) > 0).sum(axis=0)
+    assert ((on >= 15) & (on <= 17)).all(), on
+    for name, w in before.items():
+        if name.endswith(".weight"):
+            np.testing.assert_array_equal(after[name], w, err_msg=name)
+        else:
+            assert after[name].dtype == w.dtype and np.abs(after[name]).max() > 0, name
+
+
+def test_primed_run_primes_on_the_first_batch_of_epoch_0_and_keeps_the_order(backend, fake):
+    """``train(init="primed")`` is the centered draw, primed on epoch 0's first batch, then the same
+    training as a run that starts from those weights (the first batch does not shift the data order)."""
+    def loaders():
+        return backend.load_data_fashion_mnist(16, 67, fake, seed=5)
+
+    primed = backend.NiN()
+    backend.train(primed, *loaders(), 1, 0.05, seed=7, init="primed", quiet=True)
+    by_hand = backend.NiN()
+    backend.init_weights(by_hand, "centered", 7)
+    train_iter, test_iter = loaders()
+    first = backend.to_numpy(next(iter(train_iter))[0])
+    backend.set_weights(by_hand, training.primed(backend.get_weights(by_hand), first))
+    backend.train(by_hand, train_iter, test_iter, 1, 0.05, seed=7, init=None, quiet=True)
+    a, b = backend.get_weights(primed), backend.get_weights(by_hand)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_every_step_takes_the_schedules_rate(backend_name, backend, tmp_path):

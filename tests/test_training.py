@@ -74,7 +74,7 @@ def test_bad_budget_and_init_are_refused(backend, fake):
     train_iter, test_iter = _loaders(backend, fake[0])
     net = backend.NiN()
     for kwargs, match in (({"num_epochs": 0}, "num_epochs"), ({"lr": 0.0}, "lr must be positive"),
-                          ({"init": "he"}, "unknown init 'he'; choose one of xavier, kaiming, centered")):
+                          ({"init": "he"}, "unknown init 'he'; choose one of xavier, kaiming, centered, primed")):
         args = {"num_epochs": 1, "lr": 0.1, **kwargs}
         with pytest.raises(ValueError, match=match):
             backend.train(net, train_iter, test_iter, args.pop("num_epochs"), args.pop("lr"), quiet=True, **args)
