@@ -33,7 +33,8 @@ HOOKS = {
     "get_weights": "(net) -> the weights as canonical numpy arrays (nin.spec.weight_shapes)",
     "set_weights": "(net, tensors) -> None: canonical weights in; all are checked before any is set",
     "seed_epoch": "(net, seed) -> None: seed the random generators an epoch draws from (dropout)",
-    "trainer": "(net, device, precision) -> a context manager giving step(X, y, lr) -> (loss sum, correct, examples)",
+    "trainer": ("(net, device, precision, clip) -> a context manager giving step(X, y, lr) -> (loss sum, correct, "
+                "examples); clip: None, or the largest norm of the mean loss's gradient"),
     "logits": "(net, X, device=None) -> the logits of batch X as numpy, in inference mode",
     "to_onnx": "(net, path, opset) -> None: the framework's own ONNX exporter, N,C,H,W input "
                "(ValueError where it cannot run)",
@@ -59,7 +60,7 @@ def load_data_fashion_mnist(backend: ModuleType, batch_size: int, resize: int | 
 def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *,
           seed: int | None = None, init: str | None = "xavier", run: training.Run | None = None,
           resume: bool = False, quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0) -> list[dict]:
+          warmup: float = 0, clip: float | None = None) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered";
@@ -73,13 +74,15 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
     ``precision="bfloat16"`` computes in bfloat16 (weights and updates stay float32) in the backends
     whose ``PRECISIONS`` offer it; the default, "float32", is the book's math. ``schedule`` and
     ``warmup`` set the learning rate of each step (:func:`nin.training.learning_rate`); "constant"
-    with no warm-up is the book's. A loss (or, with ``run``, a weight) that is NaN or infinite stops
+    with no warm-up is the book's. ``clip`` scales down a step whose gradient norm is larger (None, the
+    book's: plain SGD). A loss (or, with ``run``, a weight) that is NaN or infinite stops
     the run with :class:`nin.training.Diverged`, before anything non-finite is saved.
     """
     training.check_budget(num_epochs, lr)
     training.check_init(init)
     training.check_precision(precision, backend.PRECISIONS)
     training.check_schedule(schedule, warmup)
+    training.check_clip(clip)
     device = device or backend.default_device()
     if resume:
         state = run.resume()
@@ -93,7 +96,7 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
             first = backend.to_numpy(next(iter(train_iter))[0])
             backend.set_weights(net, training.primed(backend.get_weights(net), first))
         history, start = [], 0
-    with backend.trainer(net, device, precision) as step:
+    with backend.trainer(net, device, precision, clip) as step:
         for epoch in range(start, num_epochs):
             backend.seed_epoch(net, training.epoch_seed(seed, epoch))
             data.set_epoch(train_iter, epoch)

@@ -106,7 +106,7 @@ def summary(args: argparse.Namespace) -> int:
 #: on --resume, what happens to each setting passed: these apply to the run as it goes on...
 RESUME_APPLIES = ("backend", "epochs", "data", "precision")
 #: ...these would change the experiment: refused, unless the run is forked (--resume RUN --out NEW)...
-FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "limit_train", "limit_test")
+FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "clip", "limit_train", "limit_test")
 #: ...and these are the checkpoint's (its model, its weights' init, its random draws): always refused
 RUN_KEEPS = ("seed", "init", "num_1x1", "head")
 
@@ -206,8 +206,9 @@ def _run_config(meta: dict, source: str) -> dict:
         if not isinstance(config, dict) or not all(key in config for key in needed):
             raise ValueError(f"'config' is {type(config).__name__}, not an object of the run's settings")
         config = dict(config)
-        for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "num_1x1": spec.NUM_1X1,
-                           "head": spec.HEAD}.items():  # what runs from before these settings trained with
+        # what runs from before these settings trained with
+        for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "clip": None,
+                           "num_1x1": spec.NUM_1X1, "head": spec.HEAD}.items():
             config.setdefault(key, value)
         if config["backend"] not in nin.BACKENDS or config["preset"] not in presets.PRESETS:
             raise ValueError(f"backend {config['backend']!r}, preset {config['preset']!r}")
@@ -417,6 +418,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=training.SCHEDULES,
                    help="learning rate per step: constant (the book's) or cosine decay to 0")
     p.add_argument("--warmup", type=float, metavar="EPOCHS", help="epochs of linear warm-up from 0 to --lr")
+    p.add_argument("--clip", type=float, metavar="NORM",
+                   help="scale down a step whose gradient (of the mean loss, all weights together) has a larger "
+                        "norm; 0: no clipping (the book's)")
     _add_variant_args(p)
     p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go "
                                                     "(held by one run at a time); with --resume: fork the run there")

@@ -209,8 +209,9 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str):
-    """The book's step: plain SGD on the cross-entropy, the trainer dividing the summed gradients by the batch."""
+def trainer(net: NiN, device, precision: str, clip: float | None = None):
+    """The book's step: plain SGD on the cross-entropy, the trainer dividing the summed gradients by the batch
+    (so ``clip``, a norm of the mean loss's gradient, is scaled by the batch before it applies to them)."""
     net.collect_params().reset_ctx(device)
     # One cached graph with its memory planned once, instead of one call into MXNet per layer and step.
     net.hybridize(static_alloc=True, static_shape=True)
@@ -224,11 +225,23 @@ def trainer(net: NiN, device, precision: str):
             y_hat = net(X)
             l = loss(y_hat, y)
         l.backward()
+        if clip:
+            _clip(net, clip * X.shape[0])
         sgd.step(X.shape[0])
         return l.sum(), (y_hat.argmax(axis=1).astype(y.dtype) == y).sum(), X.shape[0]
 
     yield step
 
+
+
+def _clip(net: NiN, max_norm: float) -> None:
+    """Scale the gradients down to a global norm of ``max_norm`` (Gluon's ``clip_global_norm`` takes the legacy
+    ``nd`` arrays only, not the numpy-interface ones)."""
+    grads = [p.grad() for p in net.collect_params().values() if p.grad_req != "null"]
+    norm = float(np.sqrt(sum((g * g).sum() for g in grads)).item())
+    if norm > max_norm:
+        for g in grads:
+            g *= max_norm / norm
 
 def logits(net: NiN, X: np.ndarray, device=None) -> numpy.ndarray:
     device = device or _device(net)

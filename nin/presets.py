@@ -39,13 +39,13 @@ import nin.resources
 from nin import spec, training
 
 #: the settings a preset fixes
-SETTINGS = ("epochs", "lr", "batch_size", "resize", "init", "precision", "schedule", "warmup")
+SETTINGS = ("epochs", "lr", "batch_size", "resize", "init", "precision", "schedule", "warmup", "clip")
 
 PRESETS = {
     "book": {"epochs": 10, "lr": 0.1, "batch_size": 128, "resize": spec.BOOK_RESIZE, "init": "xavier",
-             "precision": "float32", "schedule": "constant", "warmup": 0},
+             "precision": "float32", "schedule": "constant", "warmup": 0, "clip": None},
     "cpu": {"epochs": 6, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "primed",
-            "precision": "bfloat16", "schedule": "cosine", "warmup": 1},
+            "precision": "bfloat16", "schedule": "cosine", "warmup": 1, "clip": 5.0},
 }
 
 
@@ -94,6 +94,7 @@ def check(config: dict, memory: bool = True) -> None:
     spec.architecture(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
     training.check_budget(config["epochs"], config["lr"])
     training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0))
+    training.check_clip(config.get("clip"))
     training.check_init(config["init"])
     training.check_precision(config.get("precision", "float32"))
     training.check_seed(config["seed"])
@@ -130,7 +131,8 @@ def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = F
         return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
                              init=config["init"], run=run, resume=resume, quiet=quiet,
                              precision=config.get("precision", "float32"),
-                             schedule=config.get("schedule", "constant"), warmup=config.get("warmup", 0))
+                             schedule=config.get("schedule", "constant"), warmup=config.get("warmup", 0),
+                             clip=config.get("clip"))
 
 
 def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, **settings) -> list[dict]:

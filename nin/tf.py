@@ -192,8 +192,9 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str):
-    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through a Keras dtype policy."""
+def trainer(net: NiN, device, precision: str, clip: float | None = None):
+    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through a Keras dtype policy; ``clip``
+    through ``tf.clip_by_global_norm``."""
     with tf.device(device):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         optimizer = keras.optimizers.SGD()
@@ -206,6 +207,8 @@ def trainer(net: NiN, device, precision: str):
                 y_hat = tf.cast(net(X, training=True), tf.float32)
                 l = loss(y, y_hat)
             grads = tape.gradient(l, net.trainable_variables)
+            if clip:
+                grads, _ = tf.clip_by_global_norm(grads, clip)
             optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
             return l, y_hat
 

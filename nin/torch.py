@@ -173,8 +173,9 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str):
-    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through ``torch.autocast``."""
+def trainer(net: NiN, device, precision: str, clip: float | None = None):
+    """The book's step: plain SGD on the mean cross-entropy; bfloat16 through ``torch.autocast``; ``clip``
+    through ``clip_grad_norm_``."""
     device = torch.device(device)
     # channels_last keeps activations NHWC in memory, the layout oneDNN's CPU kernels run fastest in
     # (no conversion at every convolution); the math, and the NCHW shapes PyTorch shows, are unchanged.
@@ -192,6 +193,8 @@ def trainer(net: NiN, device, precision: str):
             y_hat = net(X)
             l = loss(y_hat, y)
         l.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
         with torch.no_grad():
             return l * X.shape[0], (y_hat.argmax(dim=1) == y).sum(), X.shape[0]

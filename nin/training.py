@@ -140,6 +140,14 @@ def check_precision(precision: str, offered: tuple[str, ...] = PRECISIONS) -> st
     return precision
 
 
+def check_clip(clip: float | None) -> float | None:
+    """``clip`` is the largest norm that the gradient of the mean loss (all parameters together) may have: a
+    step with a larger one is scaled down to it. ``None`` or 0: no clipping (the book's plain SGD)."""
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not 0 <= clip < math.inf):
+        raise ValueError(f"clip must be a gradient norm, 0 (no clipping) or more, got {clip!r}")
+    return clip
+
+
 def check_schedule(schedule: str, warmup: float) -> str:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")

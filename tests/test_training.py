@@ -190,3 +190,30 @@ def test_bfloat16_trains_close_to_float32(backend_name, backend, fake):
     assert 0 < np.linalg.norm(w16 - w32) < 0.6 * np.linalg.norm(w32 - w0)
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
         backend.train(backend.NiN(), train_iter, test_iter, 1, 0.05, precision="float16", quiet=True)
+
+
+def test_clip_scales_a_step_down_to_the_norm_and_no_further(backend, tmp_path):
+    """A step whose gradient norm is above ``clip`` moves the weights by exactly lr * clip; a clip far above
+    the norm changes nothing (the same weights as plain SGD)."""
+    make_set(tmp_path / "data", n_train=16, n_test=16)
+    X, y = next(iter(backend.load_data_fashion_mnist(16, 67, tmp_path / "data", seed=0)[0]))
+    moved, weights = {}, {}
+    for clip in (None, 1e9, 1e-3):
+        net = backend.NiN()
+        backend.init_weights(net, "kaiming", 0)
+        before = backend.get_weights(net)
+        with backend.trainer(net, backend.default_device(), "float32", clip) as step:
+            backend.seed_epoch(net, 0)
+            step(X, y, 0.1)
+        weights[clip] = backend.get_weights(net)
+        moved[clip] = float(np.sqrt(sum(((weights[clip][k] - before[k]) ** 2).sum() for k in before)))
+    assert moved[1e-3] == pytest.approx(0.1 * 1e-3, rel=1e-3), moved
+    assert moved[None] > 10 * moved[1e-3], moved
+    for name, w in weights[None].items():
+        np.testing.assert_allclose(weights[1e9][name], w, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("clip", [-1.0, float("inf"), float("nan"), "5", True])
+def test_bad_clip_is_refused(clip):
+    with pytest.raises(ValueError, match="clip must be a gradient norm"):
+        training.check_clip(clip)
