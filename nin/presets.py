@@ -5,7 +5,8 @@ lr 0.1 (the lr of the book's MXNet, PyTorch and TensorFlow tabs), batch 128, flo
 
 ``cpu`` is a recipe for a small CPU that keeps the book's model exactly (layers, widths,
 kernels, dropout 0.5, the one-step head) and its loss (the mean cross-entropy, by SGD without
-momentum or weight decay) and changes only how it is trained (the measurements behind each choice: ``docs/training.md``):
+momentum or weight decay) and changes only how it is trained (the measurements behind each
+choice: ``docs/training.md``):
 
 - ``resize=96``: about 5.4 times fewer pixels than 224 (the third max-pool then leaves a 1x1
   map, as at 67: the last block's 3x3 convolution sees one position);
