@@ -28,6 +28,7 @@ NO_FRAMEWORK = "import sys; sys.modules.update(torch=None, mxnet=None, tensorflo
 #: a prelude for run_nin: Ctrl-C while the framework (its import name in {}) starts to import
 CTRL_C_AT_IMPORT = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell starts background jobs with Ctrl-C ignored
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
         if name == {!r}:
