@@ -233,7 +233,6 @@ def trainer(net: NiN, device, precision: str, clip: float | None = None):
     yield step
 
 
-
 def _clip(net: NiN, max_norm: float) -> None:
     """Scale the gradients down to a global norm of ``max_norm`` (Gluon's ``clip_global_norm`` takes the legacy
     ``nd`` arrays only, not the numpy-interface ones)."""
@@ -242,6 +241,7 @@ def _clip(net: NiN, max_norm: float) -> None:
     if norm > max_norm:
         for g in grads:
             g *= max_norm / norm
+
 
 def logits(net: NiN, X: np.ndarray, device=None) -> numpy.ndarray:
     device = device or _device(net)
