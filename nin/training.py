@@ -113,9 +113,9 @@ def primed(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) 
                 name = f"blocks.{b}.convs.{c}"
                 z = np.concatenate([_conv(x[i:i + chunk], tensors[f"{name}.weight"], stride, padding)
                                     for i in range(0, len(x), chunk)])
-                out[f"{name}.bias"] = -np.median(z.transpose(1, 0, 2, 3).reshape(z.shape[1], -1), axis=1)
-                out[f"{name}.bias"] = out[f"{name}.bias"].astype(tensors[f"{name}.bias"].dtype)
-                x = np.maximum(z + out[f"{name}.bias"][:, None, None], 0)
+                median = np.median(z.transpose(1, 0, 2, 3).reshape(z.shape[1], -1), axis=1)
+                out[f"{name}.bias"] = bias = (-median).astype(tensors[f"{name}.bias"].dtype)
+                x = np.maximum(z + bias[:, None, None], 0)
             b += 1
         elif isinstance(layer, spec.MaxPool):
             k, s = layer.pool_size, layer.strides
