@@ -20,6 +20,7 @@ BACKENDS = {
     "mxnet": ("mxnet", "mxnet", "MXNet Gluon"),
     "torch": ("torch", "torch", "PyTorch"),
     "tf": ("tensorflow", "tf", "Keras on TensorFlow"),
+    "jax": ("jax", "jax", "JAX with Flax NNX"),
 }
 
 

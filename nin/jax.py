@@ -1,0 +1,327 @@
+"""NiN in JAX with Flax NNX (d2l.ai, section "Network in Network").
+
+Use it as the book uses ``d2l``::
+
+    from nin import jax as nin
+    net = nin.NiN()
+
+JAX's side of the framework differences, written down once here:
+
+- layout: NHWC (channels last), as Keras; kernels are kH,kW,I,O. Everything this module
+  takes or reports in the neutral description's channels-first layout (``input_shape``,
+  summary ``shape``, weights files, ``from_numpy`` and ``to_numpy``) is converted here, and only here.
+- padding: integers, as the book gives them: ``nnx.Conv`` pads ``p`` on both sides of both
+  spatial axes (``((p, p), (p, p))``); kernel sizes and strides are pairs (an integer kernel
+  size would make a 1-D convolution in NNX).
+- activation: ``nnx.relu``, a plain function, after each convolution in the block's ``nnx.Sequential``.
+- input channels: given (``in_channels``), since ``nnx.Conv`` creates its weights at once.
+- global pooling: a mean over H and W that keeps 1x1, then a flatten; ``nnx.max_pool`` for
+  the 3x3 windows at stride 2 (Flax has functions, not layers, for both: small modules here).
+- default init: LeCun normal (truncated) kernels and zero biases (``nnx.Conv``'s own), drawn
+  when the model is built; ``init_weights`` draws the book's Xavier (Glorot) uniform instead.
+- randomness: explicit keys. The model draws its weights and its dropout masks from the
+  ``nnx.Rngs`` it is built with (``rngs``, ``nnx.Rngs(0)`` when none is given), and dropout
+  keeps its own key stream, which ``seed_epoch`` resets; there is no global generator to seed.
+- training and inference mode: ``net.train()`` and ``net.eval()`` switch dropout on and off.
+- threads: XLA's CPU client computes on every core the process may run on (its affinity), in
+  its own thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import itertools
+
+import numpy
+
+from nin import api, data, missing_framework, spec, training
+
+try:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+except ImportError as err:
+    raise missing_framework("jax") from err
+
+#: the precisions ``train`` offers (bfloat16: the forward and backward pass in bfloat16, float32 weights)
+PRECISIONS = ("float32", "bfloat16")
+
+__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
+           "save_weights", "load_weights"]
+
+
+def nin_block(in_channels: int, out_channels, kernel_size, strides, padding, rngs: nnx.Rngs,
+              num_1x1: int = spec.NUM_1X1) -> nnx.Sequential:
+    """A NiN block: one convolution, then ``num_1x1`` (the book's two) 1x1 convolutions, each followed by ReLU.
+
+    ``kernel_size`` and ``strides`` are integers or pairs, ``padding`` an integer or a pair of them
+    (one per spatial axis, as the book writes ``padding=(0, 0)``); ``rngs`` draws the weights.
+    The block's width may also be a sequence: each convolution's own output channels (the gradual head).
+    """
+    channels = spec.block_channels(out_channels, num_1x1)
+    layers = [nnx.Conv(in_channels, channels[0], _pair(kernel_size), _pair(strides), padding=padding, rngs=rngs),
+              nnx.relu]
+    for i, o in itertools.pairwise(channels):
+        layers += [nnx.Conv(i, o, kernel_size=(1, 1), rngs=rngs), nnx.relu]
+    return nnx.Sequential(*layers)
+
+
+class NiN(nnx.Sequential):
+    """The book's NiN as an ``nnx.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
+    arguments it takes, ``in_channels`` (the images' channels, which ``nnx.Conv`` needs), and the
+    ``nnx.Rngs`` its weights and dropout masks are drawn from (``nnx.Rngs(0)`` when none is given).
+    Inputs are N,H,W,C; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    """
+
+    def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
+                 dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD, *,
+                 rngs: nnx.Rngs | None = None):
+        spec.check_positive_int("in_channels", in_channels)
+        rngs = nnx.Rngs(0) if rngs is None else rngs
+        layers, channels = [], in_channels
+        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
+            if isinstance(layer, spec.NinBlock):
+                layers.append(nin_block(channels, layer.channels, layer.kernel_size, layer.strides,
+                                        layer.padding, rngs, layer.num_1x1))
+                channels = layer.out_channels
+            elif isinstance(layer, spec.MaxPool):
+                layers.append(_MaxPool(layer.pool_size, layer.strides))
+            elif isinstance(layer, spec.Dropout):
+                layers.append(nnx.Dropout(layer.rate, rngs=rngs))
+            elif isinstance(layer, spec.GlobalAvgPool):
+                layers.append(_GlobalAvgPool())
+            elif isinstance(layer, spec.Flatten):
+                layers.append(_Flatten())
+        super().__init__(*layers)
+        self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
+
+    def __call__(self, X: jax.Array, *, rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
+        _, height, width, channels = X.shape  # known while JAX traces, too
+        spec.check_channels(channels, self.in_channels)
+        spec.check_image_size(height, width, self.num_classes)
+        return super().__call__(X, rngs=rngs)  # rngs: the dropout key of this call, in place of its own stream
+
+
+# NNX's metaclass builds modules through ``__call__(*args, **kwargs)``: say what ``NiN(...)`` takes.
+NiN.__signature__ = inspect.signature(NiN.__init__).replace(
+    parameters=list(inspect.signature(NiN.__init__).parameters.values())[1:])
+
+
+def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.BOOK_RESIZE)) -> list[dict]:
+    """The book's per-layer table, computed by running ``net`` on a random batch of ``input_shape`` (N,C,H,W).
+
+    Each row has the layer's ``name``, ``kind`` (see :data:`nin.spec.KINDS`), channels-first ``shape``,
+    the ``native_shape`` JAX produced (N,H,W,C) and its number of ``params``. Dropout is off (the model's
+    random streams are left as they were).
+    """
+    spec.check_input_shape(input_shape, net.num_classes)
+    spec.check_channels(input_shape[1], net.in_channels)
+    n, c, h, w = input_shape
+    X = jax.random.uniform(jax.random.key(0), (n, h, w, c))
+    rows = []
+    for layer in net.layers:
+        X = layer(X, deterministic=True) if isinstance(layer, nnx.Dropout) else layer(X)
+        rows.append({
+            "name": type(layer).__name__.lstrip("_"),
+            "kind": _KINDS[type(layer)],
+            "shape": _channels_first(X.shape),
+            "native_shape": list(X.shape),
+            "params": sum(p.size for p in jax.tree.leaves(nnx.state(layer, nnx.Param))),
+        })
+    return rows
+
+
+load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
+
+
+# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from JAX.
+
+def default_device() -> jax.Device:
+    return jax.devices()[0]  # JAX's default backend: a GPU or TPU if there is one, else the CPU
+
+
+def from_numpy(X: numpy.ndarray) -> jax.Array:
+    return jnp.asarray(X.transpose(0, 2, 3, 1) if X.ndim == 4 else X)  # images NCHW to NHWC
+
+
+def to_numpy(X: jax.Array) -> numpy.ndarray:
+    X = numpy.asarray(X)
+    return X.transpose(0, 3, 1, 2) if X.ndim == 4 else X  # images NHWC to NCHW
+
+
+def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
+    return _Loader(split, sampler, resize)
+
+
+def init_weights(net: NiN, init: str | None, seed: int) -> None:
+    """The book's Xavier-uniform (Glorot) kernels, or Kaiming-uniform (He) kernels for ReLU, and zero biases
+    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights. The kernels
+    are drawn from ``jax.random.key(seed)``, and the dropout streams restart from ``seed``."""
+    seed_epoch(net, seed)
+    if init is None:
+        return
+    initializer = jax.nn.initializers.glorot_uniform() if init == "xavier" else jax.nn.initializers.he_uniform()
+    convs = [conv for _, conv in _convs(net)]
+    for conv, key in zip(convs, jax.random.split(jax.random.key(seed), len(convs)), strict=True):
+        conv.kernel.value = initializer(key, conv.kernel.value.shape, jnp.float32)
+        conv.bias.value = jnp.zeros_like(conv.bias.value)
+    if init == "centered":
+        set_weights(net, training.centered(get_weights(net)))
+
+
+def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
+    """The weights in the canonical layout: NNX's kH,kW,I,O kernels become O,I,kH,kW."""
+    tensors = {}
+    for name, conv in _convs(net):
+        tensors[f"{name}.weight"] = numpy.ascontiguousarray(numpy.asarray(conv.kernel.value).transpose(3, 2, 0, 1))
+        tensors[f"{name}.bias"] = numpy.array(conv.bias.value)
+    return tensors
+
+
+def set_weights(net: NiN, tensors: dict[str, numpy.ndarray]) -> None:
+    spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
+    for name, conv in _convs(net):
+        conv.kernel.value = jnp.asarray(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
+        conv.bias.value = jnp.asarray(tensors[f"{name}.bias"])
+
+
+def seed_epoch(net: NiN, seed: int) -> None:
+    """Restart every dropout's key stream from ``seed`` (NNX keeps one per ``nnx.Dropout``, in the model)."""
+    for layer in net.layers:
+        if isinstance(layer, nnx.Dropout) and layer.rngs is not None:
+            layer.rngs.key.value = jax.random.key(seed)
+            layer.rngs.count.value = jnp.zeros((), dtype=jnp.uint32)
+
+
+@contextlib.contextmanager
+def trainer(net: NiN, device, precision: str):
+    """The book's step: plain SGD (optax) on the mean cross-entropy, one ``jax.jit`` function for the
+    forward pass, the gradients and the update. Each step's learning rate is an argument of that function
+    (``optax.inject_hyperparams``), so a new rate does not retrace. bfloat16: the model computes in
+    bfloat16 from float32 weights cast at each step, the loss in float32; the gradients and updates are float32."""
+    net.train()
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    nnx.update(net, *jax.device_put((params, rest), device))
+    optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    opt_state = jax.device_put(optimizer.init(params), device)
+    dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+
+    @jax.jit
+    def jitted_step(params, rest, opt_state, X, y, lr, key):
+        def loss(params):
+            model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(dtype), params), rest)
+            y_hat = model(X.astype(dtype), rngs=key).astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(y_hat, y).mean(), y_hat
+
+        (l, y_hat), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        opt_state.hyperparams["learning_rate"] = lr
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, l, (y_hat.argmax(axis=1) == y).sum()
+
+    def step(X, y, lr):
+        nonlocal opt_state
+        key = _dropout_key(net)  # this step's masks: the next key of the model's dropout stream
+        params, rest = nnx.state(net, nnx.Param, ...)
+        X, y = jax.device_put((X, y), device)
+        params, opt_state, l, correct = jitted_step(params, rest, opt_state, X, y, lr, key)
+        nnx.update(net, params)
+        return l * X.shape[0], correct, X.shape[0]
+
+    yield step
+
+
+def logits(net: NiN, X: jax.Array, device=None) -> numpy.ndarray:
+    net.eval()  # dropout off
+    if device is not None:
+        X = jax.device_put(X, device)
+    return numpy.asarray(_forward(net, X))
+
+
+def _dropout_key(net: NiN) -> jax.Array:
+    """The next key of the model's dropout stream (its count moves on), or any key if it has no dropout."""
+    streams = [layer.rngs for layer in net.layers if isinstance(layer, nnx.Dropout) and layer.rngs is not None]
+    return streams[0]() if streams else jax.random.key(0)
+
+
+@nnx.jit
+def _forward(net, X):
+    return net(X)
+
+
+class _MaxPool(nnx.Module):
+    """``nnx.max_pool`` over square windows, without padding (a partial last window is dropped)."""
+
+    def __init__(self, pool_size: int, strides: int):
+        self.pool_size, self.strides = pool_size, strides
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return nnx.max_pool(X, _pair(self.pool_size), strides=_pair(self.strides))
+
+
+class _GlobalAvgPool(nnx.Module):
+    """The mean over height and width, kept as 1x1 (N,1,1,C)."""
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return X.mean(axis=(1, 2), keepdims=True)
+
+
+class _Flatten(nnx.Module):
+    """N,1,1,C to N,C: the logits."""
+
+    def __call__(self, X: jax.Array) -> jax.Array:
+        return X.reshape(X.shape[0], -1)
+
+
+class _Loader:
+    """The batches of a split in the sampler's order: one gather, then one ``jax.image.resize`` per batch.
+
+    ``jax.image.resize(..., "bilinear")`` samples at half-pixel centres, as PyTorch's ``F.interpolate(...,
+    align_corners=False)``; it antialiases only when shrinking, which NiN's sizes never do.
+    """
+
+    def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
+        self.images, self.labels = split
+        self.nin_sampler, self.resize = sampler, resize
+
+    def __len__(self) -> int:
+        return len(self.nin_sampler)
+
+    def __iter__(self):
+        for indices in self.nin_sampler:
+            X = _to_images(jnp.asarray(self.images[indices]), self.resize)
+            yield X, jnp.asarray(self.labels[indices], dtype=jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _to_images(images, resize):
+    """uint8 N,H,W to float32 N,H,W,1 in [0, 1], resized bilinearly to ``resize`` x ``resize``."""
+    X = images[..., None].astype(jnp.float32) / 255  # NHWC
+    if resize:
+        X = jax.image.resize(X, (X.shape[0], resize, resize, 1), method="bilinear")
+    return X
+
+
+def _convs(net):
+    """``(canonical name, nnx.Conv)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
+    blocks = [m for m in net.layers if isinstance(m, nnx.Sequential)]
+    for b, block in enumerate(blocks):
+        for c, conv in enumerate(m for m in block.layers if isinstance(m, nnx.Conv)):
+            yield f"blocks.{b}.convs.{c}", conv
+
+
+def _pair(value) -> tuple[int, int]:
+    """An integer for both spatial axes, or a pair as it is."""
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _channels_first(shape) -> list[int]:
+    """NHWC to NCHW; 2-D shapes (after the flatten) are the same in both layouts."""
+    shape = list(shape)
+    return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else shape
+
+
+_KINDS = {nnx.Sequential: "nin_block", _MaxPool: "maxpool", nnx.Dropout: "dropout",
+          _GlobalAvgPool: "global_avg_pool", _Flatten: "flatten"}
