@@ -139,7 +139,7 @@ def train(args: argparse.Namespace) -> int:
 def _new(args: argparse.Namespace) -> tuple[dict, str, None]:
     """A new run's config and directory."""
     if args.backend is None:
-        raise ValueError("name a backend with --backend (mxnet, torch or tf), or --resume RUN_DIR")
+        raise ValueError(f"name a backend with --backend ({', '.join(nin.BACKENDS)}), or --resume RUN_DIR")
     config = presets.config(args.backend, args.preset or "book", seed=args.seed, data=args.data,
                             limit_train=args.limit_train, limit_test=args.limit_test,
                             num_1x1=spec.NUM_1X1 if args.num_1x1 is None else args.num_1x1,

@@ -148,7 +148,7 @@ def from_numpy(X: numpy.ndarray) -> jax.Array:
 
 
 def to_numpy(X: jax.Array) -> numpy.ndarray:
-    X = numpy.asarray(X)
+    X = numpy.array(X)  # a copy: numpy's view of a jax array is read-only
     return X.transpose(0, 3, 1, 2) if X.ndim == 4 else X  # images NHWC to NCHW
 
 
@@ -279,7 +279,8 @@ class _Loader:
     """The batches of a split in the sampler's order: one gather, then one ``jax.image.resize`` per batch.
 
     ``jax.image.resize(..., "bilinear")`` samples at half-pixel centres, as PyTorch's ``F.interpolate(...,
-    align_corners=False)``; it antialiases only when shrinking, which NiN's sizes never do.
+    align_corners=False)``: the same images to 1e-6 (28 to 67, 96, 101 or 224). Its antialiasing, on by
+    default, changes only a shrinking resize (which NiN's sizes never need); it is off here, as in PyTorch.
     """
 
     def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
@@ -300,7 +301,7 @@ def _to_images(images, resize):
     """uint8 N,H,W to float32 N,H,W,1 in [0, 1], resized bilinearly to ``resize`` x ``resize``."""
     X = images[..., None].astype(jnp.float32) / 255  # NHWC
     if resize:
-        X = jax.image.resize(X, (X.shape[0], resize, resize, 1), method="bilinear")
+        X = jax.image.resize(X, (X.shape[0], resize, resize, 1), method="bilinear", antialias=False)
     return X
 
 

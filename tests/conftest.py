@@ -1,7 +1,7 @@
 """Which backends a test run covers, and a loud failure when one of them cannot import.
 
 ``NIN_BACKENDS`` (set by each tox env) names the backends, comma-separated; unset, the
-run covers all three. A requested backend that cannot be imported fails the run: no
+run covers all of them (``nin.BACKENDS``). A requested backend that cannot be imported fails the run: no
 backend is ever skipped silently (as in einops' test suite).
 """
 
@@ -66,9 +66,9 @@ def backend(backend_name):
 
 @pytest.fixture
 def all_backends() -> dict:
-    """All three backends in this process, for the tests marked ``cross``."""
+    """All the backends in this process, for the tests marked ``cross``."""
     missing = [n for n in nin.BACKENDS if n not in REQUESTED]
     if missing:
-        pytest.fail(f"cross-framework tests need NIN_BACKENDS to name all three backends "
+        pytest.fail(f"cross-framework tests need NIN_BACKENDS to name every backend "
                     f"(missing: {', '.join(missing)}); deselect them with -m 'not cross'", pytrace=False)
     return {name: import_backend(name) for name in nin.BACKENDS}

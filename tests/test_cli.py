@@ -9,7 +9,7 @@ import pytest
 import nin
 from nin import spec
 
-FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras")
+FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax")
 
 
 def run_nin(*args, prelude=""):
@@ -25,8 +25,8 @@ def test_import_nin_imports_no_framework():
 
 
 def test_unknown_backend_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown backend 'jax'; known backends: mxnet, torch, tf"):
-        nin.backend("jax")
+    with pytest.raises(ValueError, match="unknown backend 'paddle'; known backends: mxnet, torch, tf, jax"):
+        nin.backend("paddle")
 
 
 @pytest.mark.parametrize("name", list(nin.BACKENDS))
@@ -48,7 +48,7 @@ def test_cli_missing_framework_is_one_line():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "jax"], "argument --backend: invalid choice: 'jax'"),
+    (["--backend", "paddle"], "argument --backend: invalid choice: 'paddle'"),
     (["--backend", "torch", "--input-shape", "1,1,224"], "expected N,C,H,W as four integers"),
     (["--backend", "torch", "--input-shape", "1,1,28,28"], "28x28 are too small for NiN: it needs at least 67x67"),
     (["--backend", "torch", "--input-shape", "1,1,-3,224"], "input shape H must be a positive integer, got -3"),
