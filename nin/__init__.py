@@ -1,8 +1,8 @@
-"""NiN, the Network-in-Network model of *Dive into Deep Learning*, in three frameworks.
+"""NiN, the Network-in-Network model of *Dive into Deep Learning*, in four frameworks.
 
 Pick a backend and import it, as the book imports ``d2l``::
 
-    from nin import torch as nin      # or: from nin import mxnet / tf
+    from nin import torch as nin      # or: from nin import mxnet / tf / jax
     net = nin.NiN()
 
 ``import nin`` imports no framework; :func:`backend` loads one by name.

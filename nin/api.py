@@ -1,6 +1,6 @@
 """The book's functions, written once for every backend.
 
-A backend module (``nin/mxnet.py``, ``nin/torch.py``, ``nin/tf.py``) holds what its framework
+A backend module (``nin/mxnet.py``, ``nin/torch.py``, ``nin/tf.py``, ``nin/jax.py``) holds what its framework
 writes its own way: ``nin_block``, ``NiN``, ``summary``, and the small hooks of :data:`HOOKS`
 (the same names and signatures in every backend; ``tests/test_parity.py`` checks them). The
 rest, the same in every framework, is here, and each backend binds it under the book's names::

@@ -166,8 +166,8 @@ def init_weights(net: NiN, init: str | None, seed: int) -> None:
     initializer = jax.nn.initializers.glorot_uniform() if init == "xavier" else jax.nn.initializers.he_uniform()
     convs = [conv for _, conv in _convs(net)]
     for conv, key in zip(convs, jax.random.split(jax.random.key(seed), len(convs)), strict=True):
-        conv.kernel.value = initializer(key, conv.kernel.value.shape, jnp.float32)
-        conv.bias.value = jnp.zeros_like(conv.bias.value)
+        conv.kernel[...] = initializer(key, conv.kernel.shape, jnp.float32)
+        conv.bias[...] = jnp.zeros(conv.bias.shape, dtype=jnp.float32)
     if init == "centered":
         set_weights(net, training.centered(get_weights(net)))
 
@@ -176,24 +176,24 @@ def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
     """The weights in the canonical layout: NNX's kH,kW,I,O kernels become O,I,kH,kW."""
     tensors = {}
     for name, conv in _convs(net):
-        tensors[f"{name}.weight"] = numpy.ascontiguousarray(numpy.asarray(conv.kernel.value).transpose(3, 2, 0, 1))
-        tensors[f"{name}.bias"] = numpy.array(conv.bias.value)
+        tensors[f"{name}.weight"] = numpy.ascontiguousarray(numpy.asarray(conv.kernel[...]).transpose(3, 2, 0, 1))
+        tensors[f"{name}.bias"] = numpy.array(conv.bias[...])
     return tensors
 
 
 def set_weights(net: NiN, tensors: dict[str, numpy.ndarray]) -> None:
     spec.check_weights(tensors, net.in_channels, net.num_classes, net.num_1x1, net.head)
     for name, conv in _convs(net):
-        conv.kernel.value = jnp.asarray(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
-        conv.bias.value = jnp.asarray(tensors[f"{name}.bias"])
+        conv.kernel[...] = jnp.asarray(tensors[f"{name}.weight"].transpose(2, 3, 1, 0))  # O,I,kH,kW to kH,kW,I,O
+        conv.bias[...] = jnp.asarray(tensors[f"{name}.bias"])
 
 
 def seed_epoch(net: NiN, seed: int) -> None:
     """Restart every dropout's key stream from ``seed`` (NNX keeps one per ``nnx.Dropout``, in the model)."""
     for layer in net.layers:
         if isinstance(layer, nnx.Dropout) and layer.rngs is not None:
-            layer.rngs.key.value = jax.random.key(seed)
-            layer.rngs.count.value = jnp.zeros((), dtype=jnp.uint32)
+            layer.rngs.key[...] = jax.random.key(seed)
+            layer.rngs.count[...] = jnp.zeros((), dtype=jnp.uint32)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""One weights format for all three backends: safetensors, canonical names and layouts.
+"""One weights format for every backend: safetensors, canonical names and layouts.
 
 Every backend's ``save_weights`` writes, and every ``load_weights`` reads, a safetensors
 file whose tensors are named and shaped by :func:`nin.spec.weight_shapes`:

@@ -58,8 +58,9 @@ FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 MARKER = re.compile(r"<!--\s*docs-test\b(?P<rest>.*?)-->")
 MARKER_LINE = re.compile(r"^\s*<!--\s*docs-test\b(?P<rest>.*?)-->\s*$")
 SKIP = re.compile(r"^:\s*skip\s*\((?P<reason>[^)]+)\)\s*$")
-BACKEND_IMPORT = re.compile(r"\bfrom nin import (?P<name>mxnet|torch|tf) as nin\b")
-BACKEND_STRING = re.compile(r"""(?P<q>["'])(?P<name>mxnet|torch|tf)(?P=q)""")
+NAMES = "|".join(nin.BACKENDS)
+BACKEND_IMPORT = re.compile(rf"\bfrom nin import (?P<name>{NAMES}) as nin\b")
+BACKEND_STRING = re.compile(rf"""(?P<q>["'])(?P<name>{NAMES})(?P=q)""")
 OPERATORS = {"&&", "||", ";", "|", "&", "(", ")"}
 REDIRECTS = re.compile(r"^\d*[<>]+&?$")
 MACHINE_TALK = re.compile(r"this project's machine|\bthis machine\b|\.\./shared|/work/", re.IGNORECASE)
@@ -225,7 +226,7 @@ def backend_lines(code: str) -> dict[int, tuple[set[str], set[str]]]:
         column, comment = notes.get(number, (len(line), ""))
         names = {m["name"] for pattern in (BACKEND_IMPORT, BACKEND_STRING) for m in pattern.finditer(line[:column])}
         if names:
-            others = set(re.findall(r"\b(mxnet|torch|tf)\b", comment)) if re.search(r"\bor\b", comment) else set()
+            others = set(re.findall(rf"\b({NAMES})\b", comment)) if re.search(r"\bor\b", comment) else set()
             found[number] = names, others
     return found
 
