@@ -240,6 +240,14 @@ def logits(net: NiN, X: jax.Array, device=None) -> numpy.ndarray:
     return numpy.asarray(_forward(net, X))
 
 
+def to_onnx(net: NiN, path, opset: int) -> None:
+    """JAX has no ONNX exporter of its own, and nin takes no third-party one (jax2onnx's newest release
+    needs a newer Flax than the 0.11.2 that runs beside MXNet on numpy 1.26): refused."""
+    raise ValueError("JAX has no ONNX exporter of its own, and jax2onnx's newest release does not install beside "
+                     "the pinned Flax 0.11.2; export without --via: python -m nin export builds the same ONNX model "
+                     "from the weights file, with no framework")
+
+
 def _dropout_key(net: NiN) -> jax.Array:
     """The next key of the model's dropout stream (its count moves on), or any key if it has no dropout."""
     streams = [layer.rngs for layer in net.layers if isinstance(layer, nnx.Dropout) and layer.rngs is not None]
