@@ -197,15 +197,17 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str):
+def trainer(net: NiN, device, precision: str, clip: float | None = None):
     """The book's step: plain SGD (optax) on the mean cross-entropy, one ``jax.jit`` function for the
     forward pass, the gradients and the update. Each step's learning rate is an argument of that function
     (``optax.inject_hyperparams``), so a new rate does not retrace. bfloat16: the model computes in
-    bfloat16 from float32 weights cast at each step, the loss in float32; the gradients and updates are float32."""
+    bfloat16 from float32 weights cast at each step, the loss in float32; the gradients and updates are float32.
+    ``clip`` through ``optax.clip_by_global_norm``."""
     net.train()
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
     nnx.update(net, *jax.device_put((params, rest), device))
     optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+    clipper = optax.clip_by_global_norm(clip) if clip else optax.identity()
     opt_state = jax.device_put(optimizer.init(params), device)
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
 
@@ -217,6 +219,7 @@ def trainer(net: NiN, device, precision: str):
             return optax.softmax_cross_entropy_with_integer_labels(y_hat, y).mean(), y_hat
 
         (l, y_hat), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        grads, _ = clipper.update(grads, clipper.init(params))
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, l, (y_hat.argmax(axis=1) == y).sum()
