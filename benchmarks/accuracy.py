@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import nin
 from nin import training
 
 WALL = "wall.json"  # in each run directory: seconds from start to exit of the command(s) that trained it
@@ -121,7 +122,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="mxnet,torch,tf")
+    parser.add_argument("--backends", default=",".join(nin.BACKENDS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--data", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
