@@ -106,6 +106,7 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
                 meter.add(*step(X, y, rate))
                 training.check_finite(meter, epoch, i, rate)  # a NaN or infinite loss stops the run
                 training.show(bar, meter)
+                training.check_stop()  # a stop asked by a signal (the CLI's SIGTERM or Ctrl-C) happens here
             meter.stop()
             history.append(meter.record(epoch, evaluate_accuracy(backend, net, test_iter, device)))
             if run is not None:
@@ -158,6 +159,7 @@ def _predictions(backend: ModuleType, net, data_iter, device):
     """``(predicted classes, labels)`` as numpy arrays, batch by batch."""
     for X, y in data_iter:
         yield backend.logits(net, X, device).argmax(axis=1), backend.to_numpy(y)
+        training.check_stop()
 
 
 BOOK_FUNCTIONS = (load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights)

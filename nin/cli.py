@@ -115,7 +115,8 @@ def train(args: argparse.Namespace) -> int:
     """Train on Fashion-MNIST with a preset's settings (and any given explicitly); write metrics, curves and
     a checkpoint each epoch. ``--resume RUN`` goes on with RUN, ``--resume RUN --out NEW`` forks it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up logs, as _backend does
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops like Ctrl-C: the finished epochs are saved
+    # `kill` and Ctrl-C stop the run after its running batch (a second one: at once); the finished epochs are saved
+    handlers = {signum: signal.signal(signum, training.ask_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     out = config = None
     try:
         config, out, source = _resumed(args) if args.resume is not None else _new(args)
@@ -131,6 +132,10 @@ def train(args: argparse.Namespace) -> int:
         return 130
     except training.Diverged as err:
         raise ValueError(_diverged(err, out, config)) from err
+    finally:
+        training.STOP_ASKED.clear()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     if not args.quiet:
         print(f"{len(history)} epochs in {out}: {training.METRICS}, {training.CURVES}, {training.CHECKPOINT}")
     return 0
@@ -336,10 +341,6 @@ def resources(args: argparse.Namespace) -> int:
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:,.1f} MiB"
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _backend(name: str):

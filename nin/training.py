@@ -27,6 +27,7 @@ import numbers
 import os
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,31 @@ def check_budget(num_epochs: int, lr: float) -> None:
     spec.check_positive_int("num_epochs", num_epochs)
     if not 0 < lr < math.inf:
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
+
+
+#: set by :func:`ask_stop`; :func:`check_stop` clears it as it raises
+STOP_ASKED = threading.Event()
+
+
+def ask_stop(signum=None, frame=None) -> None:
+    """Ask a running ``train`` to stop after the batch it is on, as a ``KeyboardInterrupt`` raised there.
+
+    A signal handler (the CLI's, for SIGTERM and Ctrl-C). An exception raised by the handler itself
+    would land wherever Python happens to be, and can be lost: one raised inside a weakref callback is
+    only printed ("Exception ignored"), and the run goes on. A second request, while the first waits,
+    raises at once, so a run stuck outside its batches can still be stopped.
+    """
+    if STOP_ASKED.is_set():
+        STOP_ASKED.clear()
+        raise KeyboardInterrupt
+    STOP_ASKED.set()
+
+
+def check_stop() -> None:
+    """Raise ``KeyboardInterrupt`` if :func:`ask_stop` asked for it: ``train`` calls this after every batch."""
+    if STOP_ASKED.is_set():
+        STOP_ASKED.clear()
+        raise KeyboardInterrupt
 
 
 class Diverged(ValueError):
