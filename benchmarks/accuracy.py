@@ -57,9 +57,9 @@ def train(backend: str, preset: str, seed: int, out: Path, data: str | None, ext
 
 
 def row(backend: str, preset: str, seed: int, out: Path) -> dict:
-    """One table row, from the run's checkpoint (its config and records) and wall time."""
-    _, meta = training.Run(out, backend).load()
-    history, config = meta["history"], meta["config"]
+    """One table row, from the run's metrics (its config and records) and wall time."""
+    metrics = json.loads((out / training.METRICS).read_text())
+    history, config = metrics["history"], metrics["config"]
     examples = sum(r["examples_per_sec"] * r["seconds"] for r in history)
     train_seconds = sum(r["seconds"] for r in history)
     return {"backend": backend, "preset": preset, "seed": seed, "epochs": len(history),
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
     parser.add_argument("--runs", type=Path, default=Path("runs/accuracy"), help="where the run directories go")
     parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
+    parser.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs",
+                        help="the machine the runs ran on, for the report (default: this one)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
     parser.add_argument("--md", type=Path, default=Path("benchmarks/accuracy.md"))
     parser.add_argument("--png", type=Path, default=Path("benchmarks/accuracy.png"))
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"no finished runs in {args.runs}")
     rows.sort(key=lambda r: (backends.index(r["backend"]), r["seed"]))
-    report = {"preset": args.preset, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    report = {"preset": args.preset, "machine": args.machine,
               "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv]), "rows": rows}
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     title = f"NiN on Fashion-MNIST (60,000/10,000 images), preset {args.preset!r}"
