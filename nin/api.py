@@ -96,7 +96,7 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
             first = backend.to_numpy(next(iter(train_iter))[0])
             backend.set_weights(net, training.primed(backend.get_weights(net), first))
         history, start = [], 0
-    with backend.trainer(net, device, precision, clip) as step:
+    with backend.trainer(net, device, precision, clip) as step, training.stoppable():
         for epoch in range(start, num_epochs):
             backend.seed_epoch(net, training.epoch_seed(seed, epoch))
             data.set_epoch(train_iter, epoch)

@@ -115,7 +115,8 @@ def train(args: argparse.Namespace) -> int:
     """Train on Fashion-MNIST with a preset's settings (and any given explicitly); write metrics, curves and
     a checkpoint each epoch. ``--resume RUN`` goes on with RUN, ``--resume RUN --out NEW`` forks it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up logs, as _backend does
-    # `kill` and Ctrl-C stop the run after its running batch (a second one: at once); the finished epochs are saved
+    # `kill` and Ctrl-C stop a running epoch after its batch (a second one, or one at start-up: at once); the
+    # finished epochs are saved
     handlers = {signum: signal.signal(signum, training.ask_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     out = config = None
     try:
@@ -133,7 +134,6 @@ def train(args: argparse.Namespace) -> int:
     except training.Diverged as err:
         raise ValueError(_diverged(err, out, config)) from err
     finally:
-        training.STOP_ASKED.clear()
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     if not args.quiet:

@@ -181,19 +181,20 @@ def check_budget(num_epochs: int, lr: float) -> None:
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
 
 
-#: set by :func:`ask_stop`; :func:`check_stop` clears it as it raises
-STOP_ASKED = threading.Event()
+#: set while ``train`` runs its epochs (:func:`stoppable`), and by :func:`ask_stop`
+TRAINING, STOP_ASKED = threading.Event(), threading.Event()
 
 
 def ask_stop(signum=None, frame=None) -> None:
-    """Ask a running ``train`` to stop after the batch it is on, as a ``KeyboardInterrupt`` raised there.
+    """A signal handler (the CLI's, for SIGTERM and Ctrl-C): while ``train`` runs its epochs, ask it to
+    stop after the batch it is on, where :func:`check_stop` raises ``KeyboardInterrupt``.
 
-    A signal handler (the CLI's, for SIGTERM and Ctrl-C). An exception raised by the handler itself
-    would land wherever Python happens to be, and can be lost: one raised inside a weakref callback is
-    only printed ("Exception ignored"), and the run goes on. A second request, while the first waits,
-    raises at once, so a run stuck outside its batches can still be stopped.
+    An exception raised by the handler itself lands wherever Python happens to be, and can be lost:
+    one raised inside a weakref callback is only printed ("Exception ignored"), and the run goes on.
+    At any other time (a framework importing, say), or for a second signal before the batch ends,
+    the handler raises ``KeyboardInterrupt`` at once.
     """
-    if STOP_ASKED.is_set():
+    if not TRAINING.is_set() or STOP_ASKED.is_set():
         STOP_ASKED.clear()
         raise KeyboardInterrupt
     STOP_ASKED.set()
@@ -204,6 +205,17 @@ def check_stop() -> None:
     if STOP_ASKED.is_set():
         STOP_ASKED.clear()
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stoppable():
+    """The span in which :func:`ask_stop` waits for the end of a batch: ``train``'s epochs."""
+    TRAINING.set()
+    try:
+        yield
+    finally:
+        TRAINING.clear()
+        STOP_ASKED.clear()
 
 
 class Diverged(ValueError):
