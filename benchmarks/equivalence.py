@@ -1,4 +1,4 @@
-"""How far apart the three frameworks are when they share one weights file.
+"""How far apart the frameworks are when they share one weights file.
 
     python benchmarks/equivalence.py [--size 224] [--batch 4] [--seed 0]
 
@@ -6,7 +6,7 @@ For each pair of backends: the largest logit difference (relative to the largest
 one batch, each framework loading the same Kaiming-initialized weights; and after one SGD
 step (lr 0.1, dropout off) on the same batch, the difference of the updated weights relative
 to the weights (norm over the whole model), of the updates relative to the update, and the
-worst single tensor (its largest difference relative to its largest update). Needs all three
+worst single tensor (its largest difference relative to its largest update). Needs all the
 frameworks in one env.
 """
 
