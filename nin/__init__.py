@@ -1,8 +1,8 @@
-"""NiN, the Network-in-Network model of *Dive into Deep Learning*, in four frameworks.
+"""NiN, the Network-in-Network model of *Dive into Deep Learning*, in five frameworks.
 
 Pick a backend and import it, as the book imports ``d2l``::
 
-    from nin import torch as nin      # or: from nin import mxnet / tf / jax
+    from nin import torch as nin      # or: from nin import mxnet / tf / jax / paddle
     net = nin.NiN()
 
 ``import nin`` imports no framework; :func:`backend` loads one by name.
@@ -21,6 +21,7 @@ BACKENDS = {
     "torch": ("torch", "torch", "PyTorch"),
     "tf": ("tensorflow", "tf", "Keras on TensorFlow"),
     "jax": ("jax", "jax", "JAX with Flax NNX"),
+    "paddle": ("paddle", "paddle", "PaddlePaddle"),
 }
 
 

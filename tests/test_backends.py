@@ -11,7 +11,7 @@ from nin import book, spec
 
 SIZES = [67, 96, 101, 224]  # the minimum, a small one, an odd one, the book's
 MODELS = list(itertools.product([1, 3], [10, 100]))  # (in_channels, num_classes)
-NATIVE_LAYOUT = {"mxnet": "NCHW", "torch": "NCHW", "tf": "NHWC", "jax": "NHWC"}
+NATIVE_LAYOUT = {"mxnet": "NCHW", "torch": "NCHW", "tf": "NHWC", "jax": "NHWC", "paddle": "NCHW"}
 
 
 def test_requested_backend_imports(backend_name, backend):

@@ -9,7 +9,7 @@ import pytest
 import nin
 from nin import spec
 
-FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax")
+FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax", "paddle")
 
 
 def run_nin(*args, prelude=""):
@@ -25,8 +25,8 @@ def test_import_nin_imports_no_framework():
 
 
 def test_unknown_backend_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown backend 'paddle'; known backends: mxnet, torch, tf, jax"):
-        nin.backend("paddle")
+    with pytest.raises(ValueError, match="unknown backend 'caffe'; known backends: mxnet, torch, tf, jax, paddle"):
+        nin.backend("caffe")
 
 
 @pytest.mark.parametrize("name", list(nin.BACKENDS))
@@ -48,7 +48,7 @@ def test_cli_missing_framework_is_one_line():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "paddle"], "argument --backend: invalid choice: 'paddle'"),
+    (["--backend", "caffe"], "argument --backend: invalid choice: 'caffe'"),
     (["--backend", "torch", "--input-shape", "1,1,224"], "expected N,C,H,W as four integers"),
     (["--backend", "torch", "--input-shape", "1,1,28,28"], "28x28 are too small for NiN: it needs at least 67x67"),
     (["--backend", "torch", "--input-shape", "1,1,-3,224"], "input shape H must be a positive integer, got -3"),

@@ -9,7 +9,7 @@ import nin
 from nin import cli, spec
 
 pytestmark = pytest.mark.cross
-NATIVE_LAYOUT = {"mxnet": "NCHW", "torch": "NCHW", "tf": "NHWC", "jax": "NHWC"}
+NATIVE_LAYOUT = {"mxnet": "NCHW", "torch": "NCHW", "tf": "NHWC", "jax": "NHWC", "paddle": "NCHW"}
 
 
 def _summary(capsys, backend, input_shape, num_classes, *variant):

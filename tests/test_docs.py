@@ -38,7 +38,7 @@ from nin import presets
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]
-FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax")
+FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax", "paddle")
 
 #: What the Python blocks are run with, instead of their own sizes: (pattern, replacement), in order.
 SIZES = [

@@ -20,7 +20,7 @@ from nin import export, ort, spec
 
 VARIANTS = [{}, {"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}]
 # Which framework's own exporter (``--via``) runs beside the onnx package nin needs (docs/frameworks.md).
-VIA_WORKS = {"mxnet": False, "torch": True, "tf": True, "jax": False}
+VIA_WORKS = {"mxnet": False, "torch": True, "tf": True, "jax": False, "paddle": False}
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,14 @@ from nin import api
 
 SOURCES = {name: Path(nin.__file__).with_name(f"{name}.py") for name in nin.BACKENDS}
 # The book's block signatures (d2l.ai, "Network in Network"): PyTorch and Flax NNX need the input
-# channels, and NNX the ``rngs`` its weights are drawn from. Beyond the book, all take the same
+# channels (PaddlePaddle too), and NNX the ``rngs`` its weights are drawn from. Beyond the book, all take the same
 # ``num_1x1`` (exercise 2).
 BOOK_NIN_BLOCK = {
     "mxnet": ["num_channels", "kernel_size", "strides", "padding", "num_1x1"],
     "torch": ["in_channels", "out_channels", "kernel_size", "strides", "padding", "num_1x1"],
     "tf": ["num_channels", "kernel_size", "strides", "padding", "num_1x1"],
     "jax": ["in_channels", "out_channels", "kernel_size", "strides", "padding", "rngs", "num_1x1"],
+    "paddle": ["in_channels", "out_channels", "kernel_size", "strides", "padding", "num_1x1"],
 }
 # What a backend's public signatures add to the others' where its framework needs it: an NNX model
 # is built from the ``nnx.Rngs`` it draws its weights and dropout masks from (keyword-only, with a default).

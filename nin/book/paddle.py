@@ -1,0 +1,105 @@
+"""The book's own code for PaddlePaddle, as zh.d2l.ai writes it: the reference nin's backend is checked against.
+
+``train_ch6`` and ``load_data`` are d2l's training loop and data loader (without plots, and over
+images in memory in place of its download); ``gradients``, ``num_params``, ``layer_outputs`` and
+``matmul`` ask the framework itself. The same names in every framework: see :func:`nin.book.module`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import paddle
+from paddle import nn
+from PIL import Image
+
+from nin.paddle import _KINDS
+
+#: whether ``train_ch6`` draws the model's weights itself, or trains those the model was built with: the
+#: book's Paddle ``train_ch6`` means to draw Xavier weights, but ``nn.initializer.XavierUniform(m.weight)``
+#: only builds an initializer (whose fan-in is the weight tensor) and applies it to nothing
+INITIALIZES = False
+
+
+def seed(value: int) -> None:
+    """Seed the framework's global random generator."""
+    paddle.seed(value)
+
+
+def train_ch6(net, train_iter, num_epochs: int, lr: float) -> list[float]:
+    """d2l's ``train_ch6`` without its plots; returns each epoch's wall time (data loading included)."""
+    def init_weights(m):
+        if type(m) == nn.Linear or type(m) == nn.Conv2D:  # noqa: E721 (the book's test)
+            nn.initializer.XavierUniform(m.weight)  # the book's line: it changes no weight (see INITIALIZES)
+    net.apply(init_weights)
+    device = paddle.CPUPlace()
+    net.to(device)
+    optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=net.parameters())
+    loss = nn.CrossEntropyLoss()
+    seconds = []
+    for _ in range(num_epochs):
+        start, metric = time.perf_counter(), [0.0, 0.0, 0]
+        net.train()
+        for X, y in train_iter:
+            optimizer.clear_grad()
+            X, y = paddle.to_tensor(X, place=device), paddle.to_tensor(y, place=device)
+            y_hat = net(X)
+            l = loss(y_hat, y)
+            l.backward()
+            optimizer.step()
+            with paddle.no_grad():
+                metric = [metric[0] + float(l * X.shape[0]), metric[1] + float((y_hat.argmax(1) == y).sum()),
+                          metric[2] + X.shape[0]]
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def load_data(images: np.ndarray, labels: np.ndarray, batch_size: int, resize: int | None):
+    """d2l's training iterator over uint8 ``images`` (N,28,28) and ``labels`` in memory."""
+    # paddle.vision's FashionMNIST with transforms.Resize and ToTensor, as PIL images; one process
+    # (d2l asks for 4 workers, whose shared-memory queues this sandbox's CPU runs do not need).
+
+    class FashionMNIST(paddle.io.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            image = Image.fromarray(images[i], mode="L")
+            if resize:
+                image = image.resize((resize, resize), Image.BILINEAR)
+            return np.asarray(image, dtype=np.float32)[None] / 255, np.int64(labels[i])
+
+    return paddle.io.DataLoader(FashionMNIST(), batch_size=batch_size, shuffle=True, return_list=True)
+
+
+def gradients(net, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Each parameter's gradient of the mean cross-entropy on the NCHW batch ``X``, in training mode
+    (``None``: no gradient)."""
+    net.train()
+    loss = nn.functional.cross_entropy(net(paddle.to_tensor(X)), paddle.to_tensor(y.astype(np.int64)))
+    loss.backward()
+    return {name: None if p.grad is None else p.grad.numpy() for name, p in net.named_parameters()}
+
+
+def num_params(net) -> int:
+    """PaddlePaddle's own count of the model's parameters."""
+    return sum(int(p.size) for p in net.parameters())
+
+
+def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
+    """``(kind, output as N,C,H,W numpy)`` for each top-level layer of ``net`` on the framework's batch
+    ``X``, in inference mode (``kind`` as in the backend's ``summary``)."""
+    net.eval()
+    out = []
+    with paddle.no_grad():
+        for layer in net:
+            X = layer(X)
+            out.append((_KINDS[type(layer)], X.numpy()))
+    return out
+
+
+def matmul(n: int):
+    """A function that computes one float32 ``n`` x ``n`` matrix product in the framework and waits for it."""
+    a, b = paddle.rand([n, n]), paddle.rand([n, n])
+    return lambda: paddle.matmul(a, b)  # PaddlePaddle on the CPU returns when the product is done
