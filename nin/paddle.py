@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import warnings
 
 import numpy
 
 from nin import api, data, missing_framework, spec, training
 
+if "tensorflow" in sys.modules:  # seen with PaddlePaddle 3.3.1 and TensorFlow 2.21: a crash, not an exception
+    raise ImportError("PaddlePaddle crashes the process when it is imported after TensorFlow: import nin.paddle "
+                      "(or paddle) before nin.tf (or tensorflow)")
 try:
     with warnings.catch_warnings():  # paddle's C++-extension helper warns at import that ccache is missing
         warnings.filterwarnings("ignore", message="No ccache found")

@@ -25,6 +25,11 @@ def requested_backends() -> list[str]:
 
 
 REQUESTED = requested_backends()
+if "paddle" in REQUESTED:  # PaddlePaddle must be imported before TensorFlow in one process (nin/paddle.py)
+    try:
+        nin.backend("paddle")
+    except ImportError:
+        pass  # the tests that use it fail loudly (import_backend)
 #: the real Fashion-MNIST files, for the tests that train or compare on real images ($NIN_DATA, or the
 #: shared data folder beside this checkout); those tests fail, never skip, where they are missing
 REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
