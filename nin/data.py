@@ -301,6 +301,22 @@ class BatchSampler:
         return -(-self.num_examples // self.batch_size)
 
 
+class Batches:
+    """A backend's loader where its framework has none to reuse (JAX, PaddlePaddle): the batches of a split
+    in the sampler's order, each ``to_batch(images, labels, resize)`` of the uint8 images and labels it picks."""
+
+    def __init__(self, split: Split, sampler: BatchSampler, resize: int | None, to_batch):
+        self.images, self.labels = split
+        self.nin_sampler, self.resize, self.to_batch = sampler, resize, to_batch
+
+    def __len__(self) -> int:
+        return len(self.nin_sampler)
+
+    def __iter__(self):
+        for indices in self.nin_sampler:
+            yield self.to_batch(self.images[indices], self.labels[indices], self.resize)
+
+
 def set_epoch(loader, epoch: int) -> None:
     """Tell a loader made by a backend's ``load_data_fashion_mnist`` which epoch comes next."""
     sampler = getattr(loader, "nin_sampler", None)

@@ -153,7 +153,7 @@ def to_numpy(X: jax.Array) -> numpy.ndarray:
 
 
 def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    return _Loader(split, sampler, resize)
+    return data.Batches(split, sampler, resize, _batch)
 
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
@@ -286,25 +286,14 @@ class _Flatten(nnx.Module):
         return X.reshape(X.shape[0], -1)
 
 
-class _Loader:
-    """The batches of a split in the sampler's order: one gather, then one ``jax.image.resize`` per batch.
+def _batch(images: numpy.ndarray, labels: numpy.ndarray, resize: int | None) -> tuple[jax.Array, jax.Array]:
+    """A batch of :class:`nin.data.Batches`: one ``jax.image.resize`` of the gathered images.
 
     ``jax.image.resize(..., "bilinear")`` samples at half-pixel centres, as PyTorch's ``F.interpolate(...,
     align_corners=False)``: the same images to 1e-6 (28 to 67, 96, 101 or 224). Its antialiasing, on by
     default, changes only a shrinking resize (which NiN's sizes never need); it is off here, as in PyTorch.
     """
-
-    def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
-        self.images, self.labels = split
-        self.nin_sampler, self.resize = sampler, resize
-
-    def __len__(self) -> int:
-        return len(self.nin_sampler)
-
-    def __iter__(self):
-        for indices in self.nin_sampler:
-            X = _to_images(jnp.asarray(self.images[indices]), self.resize)
-            yield X, jnp.asarray(self.labels[indices], dtype=jnp.int32)
+    return _to_images(jnp.asarray(images), resize), jnp.asarray(labels, dtype=jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=1)

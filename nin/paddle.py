@@ -133,7 +133,7 @@ def to_numpy(X: paddle.Tensor) -> numpy.ndarray:
 
 
 def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    return _Loader(split, sampler, resize)
+    return data.Batches(split, sampler, resize, _batch)
 
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
@@ -207,26 +207,16 @@ def to_onnx(net: NiN, path, opset: int) -> None:
                      "file, with no framework")
 
 
-class _Loader:
-    """The batches of a split in the sampler's order: one gather, then one ``F.interpolate`` per batch.
+def _batch(images: numpy.ndarray, labels: numpy.ndarray, resize: int | None) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """A batch of :class:`nin.data.Batches`: one ``F.interpolate`` of the gathered images.
 
     ``F.interpolate(..., "bilinear", align_corners=False)`` (``align_mode=0``) samples at half-pixel
     centres, as PyTorch's does.
     """
-
-    def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
-        self.images, self.labels = split
-        self.nin_sampler, self.resize = sampler, resize
-
-    def __len__(self) -> int:
-        return len(self.nin_sampler)
-
-    def __iter__(self):
-        for indices in self.nin_sampler:
-            X = paddle.to_tensor(self.images[indices]).unsqueeze(1).astype("float32") / 255  # NCHW
-            if self.resize:
-                X = F.interpolate(X, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
-            yield X, paddle.to_tensor(self.labels[indices].astype(numpy.int64))
+    X = paddle.to_tensor(images).unsqueeze(1).astype("float32") / 255  # NCHW
+    if resize:
+        X = F.interpolate(X, size=(resize, resize), mode="bilinear", align_corners=False)
+    return X, paddle.to_tensor(labels.astype(numpy.int64))
 
 
 def _convs(net):
