@@ -1,7 +1,8 @@
-"""nin's trainers against the book's own ``d2l.train_ch6`` (d2l 1.0.3), where d2l imports.
+"""nin's trainers against the book's own ``d2l.train_ch6``, where d2l imports.
 
-The tox envs ``mxnet`` and ``tf`` install d2l (without its pins on numpy and matplotlib)
-and name their backend in ``NIN_D2L``; a backend named there whose d2l cannot import
+The tox envs ``mxnet`` and ``tf`` install d2l 1.0.3, the English edition's, and ``paddle``
+d2l 0.17.6, the last with the Chinese edition's ``d2l.paddle`` (each without its pins on
+numpy and matplotlib), and name their backend in ``NIN_D2L``; a backend named there whose d2l cannot import
 fails the run. (``d2l.torch`` imports torchvision, which cannot import beside the CPU
 PyTorch wheel here; ``test_training.py`` compares PyTorch with the book's loop instead.)
 """
@@ -22,12 +23,16 @@ D2L = [name for name in os.environ.get("NIN_D2L", "").split(",") if name]
 
 
 @pytest.mark.parametrize("name", D2L or [pytest.param("", marks=pytest.mark.skip(
-    reason="NIN_D2L names no backend: d2l is installed in the mxnet and tf tox envs only"))])
-def test_trainer_ends_with_d2l_train_ch6_weights(name, tmp_path, capsys):
+    reason="NIN_D2L names no backend: d2l is installed in the mxnet, tf and paddle tox envs only"))])
+def test_trainer_ends_with_d2l_train_ch6_weights(name, tmp_path, capsys, monkeypatch):
     from conftest import import_backend
 
     backend = import_backend(name)
     d2l = _import_d2l(name)
+    # The weights are compared, not the test accuracy: d2l's evaluation gives way to nin's, since d2l.paddle's
+    # evaluate_accuracy_gpu calls paddle.set_device("gpu:...") unconditionally, which fails on a CPU.
+    monkeypatch.setattr(d2l, "evaluate_accuracy_gpu", lambda net, data_iter, device=None: backend.evaluate_accuracy(
+        net, data_iter), raising=False)
     make_set(tmp_path, n_train=48, n_test=40)
     # The test split is not shuffled: both trainers see the same batches in the same order.
     # d2l plots every num_batches // 5 batches: it needs at least five (40 images, batches of 8).
@@ -57,6 +62,6 @@ def _import_d2l(name):
     import importlib
 
     try:
-        return importlib.import_module(f"d2l.{ {'mxnet': 'mxnet', 'tf': 'tensorflow'}[name] }")
+        return importlib.import_module(f"d2l.{ {'mxnet': 'mxnet', 'tf': 'tensorflow', 'paddle': 'paddle'}[name] }")
     except ImportError as err:
         pytest.fail(f"NIN_D2L names {name!r}, but d2l cannot import: {err}", pytrace=False)

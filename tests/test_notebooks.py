@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXPECTED = ("compare_frameworks.ipynb", "nin_jax.ipynb", "nin_mxnet.ipynb", "nin_tf.ipynb", "nin_torch.ipynb")
+EXPECTED = ("compare_frameworks.ipynb", "nin_jax.ipynb", "nin_mxnet.ipynb", "nin_paddle.ipynb", "nin_tf.ipynb",
+            "nin_torch.ipynb")
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 900  # seconds per cell: the small budget needs well under a minute
 
@@ -58,7 +59,7 @@ def outputs(nb, output_type: str | None = None) -> list:
             if output_type is None or out.get("output_type") == output_type]
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert sorted(p.name for p in PATHS) == sorted(EXPECTED)
 
 

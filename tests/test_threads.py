@@ -2,6 +2,8 @@
 
 MXNet 1.9 halves OpenMP's threads on x86 for the whole process unless told otherwise (see
 nin/mxnet.py): on CPUs without hyperthreads that halves its speed and PyTorch's beside it.
+PaddlePaddle's import computes on one thread and writes OMP_NUM_THREADS=1 into the process's
+environment (see nin/paddle.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from conftest import REQUESTED
 
 MXNET = [name for name in REQUESTED if name == "mxnet"] or [pytest.param("mxnet", marks=pytest.mark.skip(
     reason="MXNet's threads: the mxnet and all envs check them"))]
+PADDLE = [name for name in REQUESTED if name == "paddle"] or [pytest.param("paddle", marks=pytest.mark.skip(
+    reason="PaddlePaddle's threads: the paddle env checks them"))]
 OPENMP = "import ctypes; print(ctypes.CDLL('libgomp.so.1').omp_get_max_threads())"
 
 
@@ -48,3 +52,22 @@ def test_mxnet_keeps_the_users_thread_count(name):
 def test_mxnet_leaves_pytorch_its_threads(all_backends):
     alone = _run("import torch; print(torch.get_num_threads())")
     assert _run("from nin import mxnet; import torch; print(torch.get_num_threads())") == alone
+
+
+# PaddlePaddle has no getter for its thread count: the CPU time of a matrix product against its wall time
+BUSY = ("import time; A = paddle.rand([1536, 1536]); A @ A; cpu, wall = time.process_time(), time.perf_counter(); "
+        "[float((A @ A).sum()) for _ in range(8)]; print((time.process_time() - cpu) / (time.perf_counter() - wall))")
+
+
+@pytest.mark.parametrize("name", PADDLE)
+@pytest.mark.parametrize("first", ["from nin import paddle", "import paddle; from nin import paddle as _"])
+def test_paddle_computes_on_every_core_and_leaves_the_environment(name, first):
+    cpus = len(os.sched_getaffinity(0))
+    assert _run(f"{first}; import os; print(os.environ.get('OMP_NUM_THREADS'))") == "None"
+    if cpus > 1:
+        assert float(_run(f"{first}; import paddle; {BUSY}")) > 0.75 * cpus
+
+
+@pytest.mark.parametrize("name", PADDLE)
+def test_paddle_keeps_the_users_thread_count(name):
+    assert float(_run(f"import paddle; from nin import paddle as _; {BUSY}", OMP_NUM_THREADS="1")) < 1.25
