@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
     args = parser.parse_args()
-    backends = {name: nin.backend(name) for name in nin.BACKENDS}
+    imported = {name: nin.backend(name) for name in nin.import_order(nin.BACKENDS)}
+    backends = {name: imported[name] for name in nin.BACKENDS}
     split = data.subset(data.load_split("test", args.data), args.batch)  # the first real test images
     start = Path(tempfile.mkdtemp()) / "start.safetensors"
     source = backends["torch"].NiN()

@@ -37,6 +37,12 @@ def backend(name: str) -> ModuleType:
     return importlib.import_module(f"nin.{name}")
 
 
+def import_order(names) -> list[str]:
+    """``names`` in an order in which their frameworks import into one process: PaddlePaddle before
+    TensorFlow (imported after it, PaddlePaddle 3.3.1 crashes the process; ``nin.paddle`` refuses)."""
+    return sorted(names, key=lambda name: name != "paddle")
+
+
 def missing_framework(name: str) -> ImportError:
     """The error a backend module raises when its framework cannot be imported."""
     framework, extra, title = BACKENDS[name]

@@ -25,9 +25,9 @@ def requested_backends() -> list[str]:
 
 
 REQUESTED = requested_backends()
-if "paddle" in REQUESTED:  # PaddlePaddle must be imported before TensorFlow in one process (nin/paddle.py)
+for _name in nin.import_order(REQUESTED):  # frameworks that must come first (PaddlePaddle before TensorFlow) do
     try:
-        nin.backend("paddle")
+        nin.backend(_name)
     except ImportError:
         pass  # the tests that use it fail loudly (import_backend)
 #: the real Fashion-MNIST files, for the tests that train or compare on real images ($NIN_DATA, or the

@@ -29,6 +29,19 @@ def test_unknown_backend_lists_the_known_ones():
         nin.backend("caffe")
 
 
+def test_import_order_puts_paddle_before_tensorflow():
+    assert nin.import_order(["tf", "jax", "paddle", "mxnet"]) == ["paddle", "tf", "jax", "mxnet"]
+    assert nin.import_order(list(nin.BACKENDS)).index("paddle") < nin.import_order(list(nin.BACKENDS)).index("tf")
+
+
+def test_paddle_after_tensorflow_is_refused_not_a_crash():
+    """PaddlePaddle 3.3.1 imported after TensorFlow crashes the process: nin.paddle says what to do instead."""
+    code = ("import sys; sys.modules['tensorflow'] = type(sys)('tensorflow')\n"  # as if TensorFlow were imported
+            "try:\n    import nin.paddle\nexcept ImportError as err:\n    print(err)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "import nin.paddle (or paddle) before nin.tf (or tensorflow)" in out.stdout
+
+
 @pytest.mark.parametrize("name", list(nin.BACKENDS))
 def test_missing_framework_names_the_pip_extra(name, monkeypatch):
     framework, extra, _ = nin.BACKENDS[name]
