@@ -123,9 +123,6 @@ def train(args: argparse.Namespace) -> int:
         config, out, source = _resumed(args) if args.resume is not None else _new(args)
         if config is None:  # a finished run, and nothing asked of it
             return 0
-        nin.backend(config["backend"])  # the framework now, and the handlers again: PaddlePaddle's import sets its own
-        for signum in handlers:
-            signal.signal(signum, training.ask_stop)
         history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
     except KeyboardInterrupt:
         if out is not None and (Path(out) / training.CHECKPOINT).is_file():

@@ -19,6 +19,9 @@ PaddlePaddle's side of the framework differences, written down once here:
   is set, and computes on that many threads: one, and every framework imported after it would read that
   1 too (PyTorch and MXNet do). nin gives the environment back as it was and gives PaddlePaddle every CPU
   the process may run on (its affinity), or ``OMP_NUM_THREADS`` when the user set it (1.6x faster on 2 cores).
+- signals: PaddlePaddle's import installs its own handler for SIGTERM below Python's (it prints a stack
+  trace and aborts), so Python's handler never runs; nin gives Python back SIGTERM and SIGINT, so that
+  ``kill`` stops ``nin train`` after its batch, its finished epochs saved, as in every backend.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -65,6 +70,10 @@ except ImportError as err:
 if _OMP_NUM_THREADS is None:
     os.environ.pop("OMP_NUM_THREADS", None)
 paddle.base.core.set_num_threads(int(_OMP_NUM_THREADS or len(os.sched_getaffinity(0))))
+if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+    for _signum in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(_signum) is not None:  # None: a handler Python did not install, left alone
+            signal.signal(_signum, signal.getsignal(_signum))  # Python's handler again, below it too
 
 #: the precisions ``train`` offers
 PRECISIONS = ("float32",)
