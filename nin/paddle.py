@@ -27,6 +27,7 @@ PaddlePaddle's side of the framework differences, written down once here:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import os
 import signal
@@ -39,7 +40,8 @@ import numpy
 
 from nin import api, data, missing_framework, spec, training
 
-if "tensorflow" in sys.modules:  # seen with PaddlePaddle 3.3.1 and TensorFlow 2.21: a crash, not an exception
+# PaddlePaddle 3.3.1 imported after TensorFlow 2.21 crashes the process, not an exception (imported before, it is fine)
+if "tensorflow" in sys.modules and "paddle" not in sys.modules and importlib.util.find_spec("paddle") is not None:
     raise ImportError("PaddlePaddle crashes the process when it is imported after TensorFlow: import nin.paddle "
                       "(or paddle) before nin.tf (or tensorflow)")
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import nin
+from conftest import REQUESTED
 from nin import spec
 
 FRAMEWORKS = ("mxnet", "torch", "tensorflow", "keras", "jax", "flax", "optax", "paddle")
@@ -34,7 +35,9 @@ def test_import_order_puts_paddle_before_tensorflow():
     assert nin.import_order(list(nin.BACKENDS)).index("paddle") < nin.import_order(list(nin.BACKENDS)).index("tf")
 
 
-def test_paddle_after_tensorflow_is_refused_not_a_crash():
+@pytest.mark.parametrize("name", [name for name in REQUESTED if name == "paddle"] or [pytest.param(
+    "paddle", marks=pytest.mark.skip(reason="needs PaddlePaddle installed: the paddle and all envs check it"))])
+def test_paddle_after_tensorflow_is_refused_not_a_crash(name):
     """PaddlePaddle 3.3.1 imported after TensorFlow crashes the process: nin.paddle says what to do instead."""
     code = ("import sys; sys.modules['tensorflow'] = type(sys)('tensorflow')\n"  # as if TensorFlow were imported
             "try:\n    import nin.paddle\nexcept ImportError as err:\n    print(err)")
