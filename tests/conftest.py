@@ -25,11 +25,10 @@ def requested_backends() -> list[str]:
 
 
 REQUESTED = requested_backends()
-for _name in nin.import_order(REQUESTED):  # frameworks that must come first (PaddlePaddle before TensorFlow) do
-    try:
-        nin.backend(_name)
-    except ImportError:
-        pass  # the tests that use it fail loudly (import_backend)
+try:  # the framework that must come first in one process (PaddlePaddle before TensorFlow), now; the rest as used
+    nin.backend(nin.import_order(REQUESTED)[0])
+except ImportError:
+    pass  # the tests that use it fail loudly (import_backend)
 #: the real Fashion-MNIST files, for the tests that train or compare on real images ($NIN_DATA, or the
 #: shared data folder beside this checkout); those tests fail, never skip, where they are missing
 REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
