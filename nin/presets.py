@@ -52,6 +52,40 @@ PRESETS = {
 }
 
 
+#: How much of a preset to train: the notebooks' ``NIN_BUDGET`` and the learning test
+#: (``tests/test_presets.py``) read these. Each names its preset, the training and test images it keeps
+#: (``None``: all of them), the settings it changes, and ``runs``: where a full run is kept, relative to
+#: the repository root (as ``<runs>/<backend>-<preset>-seed<seed>``, the directories
+#: ``benchmarks/accuracy.py`` tabulates), or ``None``.
+#:
+#: - ``small``: 4,096 training and 1,000 test images at the minimum size (67x67), batch 64, so that
+#:   4 epochs make 256 steps, the first 64 of them warm-up: enough to leave the loss-2.303 plateau
+#:   (at 96x96 and batch 128, 96 steps stay near it: train loss 2.26 to 2.28);
+#: - ``smoke``: 512 and 256 images, 2 epochs: every cell of a notebook runs (CI's ``tox -e notebooks``);
+#:   it does not show that the model learns;
+#: - ``cpu``: the CPU preset on all of Fashion-MNIST, kept in ``runs/accuracy``;
+#: - ``book``: d2l.ai's run.
+BUDGETS = {
+    "small": {"preset": "cpu", "limit_train": 4096, "limit_test": 1000,
+              "settings": {"epochs": 4, "resize": 67, "batch_size": 64, "warmup": 1}, "runs": None},
+    "smoke": {"preset": "cpu", "limit_train": 512, "limit_test": 256,
+              "settings": {"epochs": 2, "resize": 67, "batch_size": 64, "warmup": 1}, "runs": None},
+    "cpu": {"preset": "cpu", "limit_train": None, "limit_test": None, "settings": {}, "runs": "runs/accuracy"},
+    "book": {"preset": "book", "limit_train": None, "limit_test": None, "settings": {}, "runs": None},
+}
+
+
+def budget(name: str) -> dict:
+    """The budget ``name`` of :data:`BUDGETS` (a copy).
+
+    Raises:
+        ValueError: for a name that is not one, listing those that are.
+    """
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}")
+    return {**BUDGETS[name], "settings": dict(BUDGETS[name]["settings"])}
+
+
 def resolve(preset: str, backend: str, **overrides) -> dict:
     """The settings of ``preset`` for ``backend`` (a name of :data:`nin.BACKENDS`), with ``overrides``.
 

@@ -3,6 +3,7 @@ preset's settings on real Fashion-MNIST images that must learn (leave the loss-2
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nin
 from conftest import REAL_DATA, forward
 from fakedata import make_set
 from nin import cli, presets, training, weights
@@ -122,22 +124,38 @@ def test_python_preset_train_writes_the_run(backend_name, tmp_path):
         presets.train(backend_name, "cpu", seed=1, data=tmp_path / "data", resize=67, epochs=2, out=tmp_path / "run")
 
 
-# The CPU preset on a budget a test can afford: its init, lr, warm-up, cosine decay, clipping and precision, on
-# 4,096 real training images at the minimum size (67x67) and batch 64, so that 4 epochs make 256 steps, the first
-# 64 of them warm-up (at 96x96 and batch 128, 96 steps stay near the plateau: train loss 2.26-2.28). Without the
-# warm-up, PaddlePaddle's seed 0 stayed near the plateau (train loss 1.70 to 2.26 after 4 epochs, as the threads
-# summed); with it, seed 0 ends at 0.70-0.99 in all five backends. The loss-2.303 plateau reaches neither a train
-# loss below 1.5 nor a test accuracy of 0.4 (chance: 0.1). The notebooks' small budget is the same.
-LEARN = {"limit_train": 4096, "limit_test": 1000, "epochs": 4, "resize": 67, "batch_size": 64, "warmup": 1}
-
-
+# The CPU preset on a budget a test can afford, nin.presets.BUDGETS["small"] (the notebooks' default): its init,
+# lr, warm-up, cosine decay, clipping and precision, on 4,096 real training images at 67x67 and batch 64. Without
+# the warm-up, PaddlePaddle's seed 0 stayed near the plateau (train loss 1.70 to 2.26 after 4 epochs, as the
+# threads summed); with it, seed 0 ends at 0.70-0.99 in all five backends. The loss-2.303 plateau reaches neither
+# a train loss below 1.5 nor a test accuracy of 0.4 (chance: 0.1).
 def test_cpu_preset_learns_on_a_few_thousand_images(backend_name, tmp_path):
     if not REAL_DATA.is_dir():
         pytest.fail(f"this test trains on the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
                     "the directory of the four IDX files", pytrace=False)
-    history = presets.train(backend_name, "cpu", seed=0, data=REAL_DATA, out=tmp_path / "run", quiet=True, **LEARN)
+    small = presets.budget("small")
+    history = presets.train(backend_name, small["preset"], seed=0, data=REAL_DATA, out=tmp_path / "run", quiet=True,
+                            limit_train=small["limit_train"], limit_test=small["limit_test"], **small["settings"])
     assert history[-1]["train_loss"] < 1.5, history
     assert history[-1]["test_acc"] > 0.4, history
+
+
+@pytest.mark.parametrize("name", list(presets.BUDGETS))
+def test_every_budget_is_a_valid_run(name, tmp_path):
+    b = presets.budget(name)
+    config = presets.config(next(iter(nin.BACKENDS)), b["preset"], seed=0, data=tmp_path, limit_train=b["limit_train"],
+                            limit_test=b["limit_test"], precision="float32", **b["settings"])
+    presets.check(config, memory=False)
+    assert all(config[key] == value for key, value in b["settings"].items())
+    assert b["runs"] is None or not Path(b["runs"]).is_absolute()
+
+
+def test_an_unknown_budget_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown budget 'tiny'; choose one of small, smoke, cpu, book"):
+        presets.budget("tiny")
+    before = copy.deepcopy(presets.BUDGETS)
+    presets.budget("small")["settings"]["epochs"] += 1  # a copy: the budget itself is unchanged
+    assert presets.BUDGETS == before
 
 
 def _initialized(backend_name, backend, how: str, seed: int):
