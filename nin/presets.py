@@ -61,7 +61,7 @@ PRESETS = {
 #: - ``small``: 4,096 training and 1,000 test images at the minimum size (67x67), batch 64, so that
 #:   4 epochs make 256 steps, the first 64 of them warm-up: enough to leave the loss-2.303 plateau
 #:   (at 96x96 and batch 128, 96 steps stay near it: train loss 2.26 to 2.28);
-#: - ``smoke``: 512 and 256 images, 2 epochs: every cell of a notebook runs (CI's ``tox -e notebooks``);
+#: - ``smoke``: 512 and 256 images, 2 epochs: every cell of a notebook runs (CI's ``tox -e all``);
 #:   it does not show that the model learns;
 #: - ``cpu``: the CPU preset on all of Fashion-MNIST, kept in ``runs/accuracy``;
 #: - ``book``: d2l.ai's run.

@@ -1,4 +1,5 @@
-"""The notebooks in notebooks/ run from top to bottom without an error (tox -e notebooks).
+"""The notebooks in notebooks/ run from top to bottom without an error (in tox, the all env; alone:
+tox -e all -- -m notebooks).
 
 Each notebook is executed from a copy in memory, in the notebooks folder as Jupyter runs it, with the
 budget ``NIN_BUDGET`` names (tox: ``smoke``, 512 images for 2 epochs: every cell runs; whether the model learns
