@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import nin
 from nin import spec
 
 VARIANTS = [{"num_1x1": n, "head": h} for h in spec.HEADS for n in (2, 1, 0)]
@@ -60,7 +61,7 @@ def table(results: list[dict], settings_list: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=["variants", "sweep"])
-    parser.add_argument("--backend", default="torch", choices=["mxnet", "torch", "tf"])
+    parser.add_argument("--backend", default="torch", choices=list(nin.BACKENDS))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.1)

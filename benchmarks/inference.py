@@ -1,6 +1,6 @@
 """Inference speed in float32: each backend's own ``predict`` beside ONNX Runtime on the exported model.
 
-    python benchmarks/inference.py [--backends mxnet,torch,tf] [--resize 224] [--images 256] [--json FILE]
+    python benchmarks/inference.py [--backends mxnet,torch,tf,jax,paddle] [--resize 224] [--images 256] [--json FILE]
 
 The same weights (the first backend's Kaiming init, seed 0) everywhere, the same real test images; one process
 per backend (and one for ONNX Runtime), one after the other. Per runtime and batch size (1 and 128):
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import nin  # imports no framework
+
 BATCHES = (1, 128)
 
 
@@ -34,7 +36,6 @@ def timed(predict, loader) -> float:
 
 
 def worker(name: str, args) -> dict:
-    import nin
     from nin import book, ort
 
     runtime = ort if name == "onnxruntime" else nin.backend(name)
@@ -53,7 +54,7 @@ def worker(name: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="mxnet,torch,tf")
+    parser.add_argument("--backends", default=",".join(nin.BACKENDS), help="comma-separated (default: all five)")
     parser.add_argument("--resize", type=int, default=224)
     parser.add_argument("--images", type=int, default=256, help="test images at batch 128 (1/16 of them at batch 1)")
     parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
@@ -65,7 +66,6 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args)))
         return
-    import nin
     from nin import export
     from nin.resources import resources
 

@@ -1,6 +1,6 @@
 """The loss-2.303 plateau: how often and how long each backend's NiN stays on it, and why.
 
-    python benchmarks/plateau.py [--backends mxnet,torch,tf] [--inits xavier,kaiming] [--seeds 0,1,2]
+    python benchmarks/plateau.py [--backends mxnet,torch,tf,jax,paddle] [--inits xavier,kaiming] [--seeds 0,1,2]
                                  [--epochs 16] [--limit-train 1024] [--resize 67] [--json FILE]
 
 Two measurements per backend, init and seed, each backend in its own process, one at a time:
@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+import nin  # imports no framework
+
 LEAVE_LOSS = 2.2          # the plateau is left when an epoch's mean train loss drops below this
 STUCK_LOSS, STUCK_ACC = 2.29, 0.15
 DIAG_BATCH, DIAG_RESIZE = 64, 96
@@ -38,7 +40,7 @@ DIAG_BATCH, DIAG_RESIZE = 64, 96
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", default="mxnet,torch,tf")
+    p.add_argument("--backends", default=",".join(nin.BACKENDS), help="comma-separated (default: all five)")
     p.add_argument("--inits", default="xavier,kaiming")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--diag-seeds", help="seeds for the (cheap) init diagnostic; default: --seeds")

@@ -1,7 +1,7 @@
 """Training and inference speed of each backend: nin's trainer against the book's loop, and
 against what the machine's matrix multiplication can do.
 
-    python benchmarks/train.py [--backends mxnet,torch,tf] [--images N] [--resize R]
+    python benchmarks/train.py [--backends mxnet,torch,tf,jax,paddle] [--images N] [--resize R]
                                [--batch-size B] [--epochs E] [--precision float32|bfloat16]
                                [--json FILE]
 
@@ -32,11 +32,12 @@ import sys
 import time
 from pathlib import Path
 
+import nin  # imports no framework
+
 MATMUL_SIZE = 4096
 
 
 def worker(name: str, args) -> dict:
-    import nin
     from nin.resources import resources
 
     backend = nin.backend(name)
@@ -65,7 +66,6 @@ def book_worker(name: str, args) -> dict:
     import numpy
 
     numpy.bool = numpy.bool_  # for MXNet 1.9 beside numpy 1.24-1.26 (see nin/mxnet.py)
-    import nin
     from nin import book, data
 
     importlib.import_module(nin.BACKENDS[name][0])  # the framework first, on purpose (see below)
@@ -94,7 +94,7 @@ def matmul_gflops(name: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="mxnet,torch,tf")
+    parser.add_argument("--backends", default=",".join(nin.BACKENDS), help="comma-separated (default: all five)")
     parser.add_argument("--images", type=int, default=512, help="training (and test) images per epoch")
     parser.add_argument("--resize", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="timed: all but the first")
