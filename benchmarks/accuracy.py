@@ -3,7 +3,8 @@
 Each run is ``python -m nin train --backend B --preset P --seed S --out RUNS/B-P-seedS --quiet``, one
 at a time (they share the CPU), timed from start to exit (start-up, training and every epoch's test
 evaluation). A run already finished in RUNS is read, not repeated, and one that was stopped is
-resumed, so the grid can be filled in several sittings. Writes a JSON file (the rows and every
+resumed, so the grid can be filled in several sittings. A run whose directory is gone (a new clone, another
+machine) keeps the row the JSON file already holds for it, and says so. Writes a JSON file (the rows and every
 epoch's records), a markdown table and one picture of the loss and accuracy curves of all runs::
 
     python benchmarks/accuracy.py --data ../shared/data/fashion-mnist
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import nin
-from nin import training
+from nin import presets, training
 
 WALL = "wall.json"  # in each run directory: seconds from start to exit of the command(s) that trained it
 
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--data", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/accuracy"), help="where the run directories go")
+    parser.add_argument("--runs", type=Path, default=Path(presets.BUDGETS["cpu"]["runs"]),
+                        help="where the run directories go (default: the cpu budget's, nin.presets.BUDGETS)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
     parser.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs",
                         help="the machine the runs ran on, for the report (default: this one)")
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="after --: more `nin train` flags for new runs (e.g. --epochs 2)")
     args = parser.parse_args(argv)
     backends, seeds = args.backends.split(","), [int(s) for s in args.seeds.split(",")]
+    recorded = json.loads(args.json.read_text()) if args.json.is_file() else {"preset": None, "rows": []}
+    recorded = {(r["backend"], r["seed"]): r for r in recorded["rows"] if recorded["preset"] == args.preset}
     rows = []
     for seed in seeds:  # seed by seed, so that a stopped grid has whole seeds to compare across backends
         for backend in backends:
@@ -144,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                 train(backend, args.preset, seed, out, args.data, args.extra)
             if finished(out):
                 rows.append(row(backend, args.preset, seed, out))
-                print(table([rows[-1]]).splitlines()[-1], flush=True)
+            elif (backend, seed) in recorded:
+                rows.append(recorded[backend, seed])
+                print(f"{out} is not here: {backend} seed {seed} kept as recorded in {args.json}", flush=True)
+            else:
+                continue
+            print(table([rows[-1]]).splitlines()[-1], flush=True)
     if not rows:
         raise SystemExit(f"no finished runs in {args.runs}")
     rows.sort(key=lambda r: (backends.index(r["backend"]), r["seed"]))

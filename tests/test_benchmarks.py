@@ -4,6 +4,7 @@ they work and report what they promise)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +35,10 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
 
 def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_path):
     make_class_set(tmp_path / "data", n_train=16, n_test=16)
-    outputs = ["--json", str(tmp_path / "a.json"), "--md", str(tmp_path / "a.md"), "--png", str(tmp_path / "a.png")]
-    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backends", ",".join(REQUESTED),
-               "--seeds", "0,1", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), *outputs,
-               "--", "--epochs", "2", "--resize", "67", "--batch-size", "8"]
+    grid = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backends", ",".join(REQUESTED),
+            "--seeds", "0,1", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"),
+            "--md", str(tmp_path / "a.md"), "--png", str(tmp_path / "a.png")]
+    command = [*grid, "--json", str(tmp_path / "a.json"), "--", "--epochs", "2", "--resize", "67", "--batch-size", "8"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "a.json").read_text())["rows"]
@@ -52,6 +53,18 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "nin train" not in again.stdout
     assert json.loads((tmp_path / "a.json").read_text())["rows"] == rows
+    # a run whose directory is gone keeps its recorded row in the report, and only there
+    gone = tmp_path / "runs" / f"{REQUESTED[0]}-cpu-seed1"
+    shutil.rmtree(gone)
+    kept = subprocess.run([*grid, "--json", str(tmp_path / "a.json"), "--report-only"], capture_output=True,
+                          text=True, timeout=600)
+    assert kept.returncode == 0 and f"{gone} is not here" in kept.stdout, kept.stderr[-2000:]
+    assert json.loads((tmp_path / "a.json").read_text())["rows"] == rows
+    elsewhere = subprocess.run([*grid, "--json", str(tmp_path / "b.json"), "--report-only"], capture_output=True,
+                               text=True, timeout=600)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    assert [(r["backend"], r["seed"]) for r in json.loads((tmp_path / "b.json").read_text())["rows"]] == [
+        (b, s) for b in REQUESTED for s in (0, 1) if (b, s) != (REQUESTED[0], 1)]
 
 
 def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
