@@ -1,13 +1,14 @@
 """Inference speed in float32: each backend's own ``predict`` beside ONNX Runtime on the exported model.
 
-    python benchmarks/inference.py [--backends mxnet,torch,tf,jax,paddle] [--resize 224] [--images 256] [--json FILE]
+    python benchmarks/inference.py [--backends mxnet,torch,tf,jax,paddle] [--resize 224] [--images 256]
+                                   [--matmul-size 4096] [--json FILE]
 
 The same weights (the first backend's Kaiming init, seed 0) everywhere, the same real test images; one process
 per backend (and one for ONNX Runtime), one after the other. Per runtime and batch size (1 and 128):
 examples/s of a second pass over the images (the first builds graphs and picks kernels), the
 GFLOP/s that makes (examples/s x the forward FLOPs of one image, nin.resources), and that rate
-against the best float32 4096x4096 matrix product the frameworks reach in this run. Writes a
-markdown table (stdout) and, with --json, every number.
+against the best float32 4096x4096 matrix product (--matmul-size) the frameworks reach in this run.
+Writes a markdown table (stdout) and, with --json, every number.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def worker(name: str, args) -> dict:
         _, test_iter = runtime.load_data_fashion_mnist(batch, args.resize, args.data, limit_train=1, limit_test=images)
         result[f"batch{batch}_eps"] = timed(lambda loader: runtime.predict(net, loader), test_iter)
     if runtime is not ort:
-        result["own_matmul_gflops"] = book.matmul_gflops(name, 4096)
+        result["own_matmul_gflops"] = book.matmul_gflops(name, args.matmul_size)
     return result
 
 
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--resize", type=int, default=224)
     parser.add_argument("--images", type=int, default=256, help="test images at batch 128 (1/16 of them at batch 1)")
     parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="of the square product that stands for the "
+                        "hardware (default 4096; smaller sizes reach a lower rate)")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
@@ -85,7 +88,8 @@ def main() -> None:
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     matmul = max(r.get("own_matmul_gflops", 0) for r in results.values())
     flops = resources((1, 1, args.resize, args.resize))["totals"]["flops"]
-    print(f"float32, {args.resize}x{args.resize}; float32 4096x4096 matmul: {matmul:.0f} GFLOP/s; "
+    n = args.matmul_size
+    print(f"float32, {args.resize}x{args.resize}; float32 {n}x{n} matmul: {matmul:.0f} GFLOP/s; "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("| runtime | batch 1: ex/s | GFLOP/s | % of matmul | batch 128: ex/s | GFLOP/s | % of matmul |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

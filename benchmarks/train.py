@@ -3,7 +3,7 @@ against what the machine's matrix multiplication can do.
 
     python benchmarks/train.py [--backends mxnet,torch,tf,jax,paddle] [--images N] [--resize R]
                                [--batch-size B] [--epochs E] [--precision float32|bfloat16]
-                               [--json FILE]
+                               [--matmul-size N] [--json FILE]
 
 One process per framework, one after the other, on the same Fashion-MNIST images. Per backend:
 
@@ -18,8 +18,8 @@ One process per framework, one after the other, on the same Fashion-MNIST images
 - infer_eps: examples/sec of the backend's predict (second pass);
 - gflops_achieved: train_eps x 3 x the forward FLOPs of one image (nin.resources: 2 x MACs; a
   training step costs about three forward passes: forward, and the two products of backward);
-- matmul_gflops: the best float32 rate of a 4096x4096 matrix product that any of the measured
-  frameworks reaches in this run: one number for all, standing for what the hardware can do.
+- matmul_gflops: the best float32 rate of a 4096x4096 matrix product (--matmul-size) that any of the
+  measured frameworks reaches in this run: one number for all, standing for what the hardware can do.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from pathlib import Path
 
 import nin  # imports no framework
 
-MATMUL_SIZE = 4096
-
 
 def worker(name: str, args) -> dict:
     from nin.resources import resources
@@ -47,7 +45,7 @@ def worker(name: str, args) -> dict:
         history = backend.train(net, train_iter, test_iter, args.epochs, 0.05, seed=0, init="kaiming", quiet=True,
                                 precision=args.precision)
     except ValueError as err:  # a precision this backend does not offer
-        return {"unsupported": str(err), "own_matmul_gflops": matmul_gflops(name)}
+        return {"unsupported": str(err), "own_matmul_gflops": matmul_gflops(name, args)}
     for _ in range(2):
         start = time.perf_counter()
         classes = backend.predict(net, test_iter)
@@ -55,7 +53,7 @@ def worker(name: str, args) -> dict:
     flops = resources((1, 1, args.resize, args.resize))["totals"]["flops"]
     train_eps = sum(r["examples_per_sec"] * r["seconds"] for r in history[1:]) / sum(r["seconds"] for r in history[1:])
     return {"train_eps": train_eps, "infer_eps": len(classes) / infer,
-            "gflops_achieved": train_eps * 3 * flops / 1e9, "own_matmul_gflops": matmul_gflops(name),
+            "gflops_achieved": train_eps * 3 * flops / 1e9, "own_matmul_gflops": matmul_gflops(name, args),
             "test_acc": history[-1]["test_acc"]}
 
 
@@ -85,11 +83,11 @@ def _data(backend, args):
                                            limit_test=args.images, seed=0)
 
 
-def matmul_gflops(name: str) -> float:
-    """The best rate of a float32 ``MATMUL_SIZE`` square product in this framework."""
+def matmul_gflops(name: str, args) -> float:
+    """The best rate of a float32 ``--matmul-size`` square product in this framework."""
     from nin import book
 
-    return book.matmul_gflops(name, MATMUL_SIZE)
+    return book.matmul_gflops(name, args.matmul_size)
 
 
 def main() -> None:
@@ -101,6 +99,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="the book's 128")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--data", help="directory of the IDX files (default: $NIN_DATA or the cache)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="of the square product that stands for the "
+                        "hardware (default 4096; smaller sizes reach a lower rate)")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--book", action="store_true", help=argparse.SUPPRESS)
@@ -125,7 +125,7 @@ def main() -> None:
     for r in results.values():
         r["matmul_gflops"] = matmul
     print(f"{args.images} images of {args.resize}x{args.resize}, batch {args.batch_size}, {args.precision}; "
-          f"float32 {MATMUL_SIZE}x{MATMUL_SIZE} matmul: {matmul:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}\n")
+          f"float32 {args.matmul_size}x{args.matmul_size} matmul: {matmul:.0f} GFLOP/s; {time.strftime('%Y-%m-%d')}\n")
     print("| backend | nin train ex/s | book loop ex/s | speed-up | GFLOP/s | % of matmul | infer ex/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():

@@ -20,7 +20,7 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--backends", ",".join(REQUESTED), "--images", "16",
          "--epochs", "2", "--resize", "67", "--batch-size", "8", "--data", str(tmp_path / "data"),
-         "--json", str(tmp_path / "b.json")],
+         "--matmul-size", "512", "--json", str(tmp_path / "b.json")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "b.json").read_text())["results"]
@@ -31,6 +31,7 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
         assert all(r[key] > 0 for key in ("train_eps", "book_train_eps", "infer_eps", "gflops_achieved"))
         assert r["matmul_gflops"] == max(x["own_matmul_gflops"] for x in report.values())
         assert f"| {name} | {r['train_eps']:.1f} |" in result.stdout
+    assert "512x512 matmul" in result.stdout
 
 
 def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_path):
@@ -71,10 +72,11 @@ def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
     make_class_set(tmp_path / "data", n_train=8, n_test=16)
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--backends", ",".join(REQUESTED), "--images", "16",
-         "--resize", "67", "--data", str(tmp_path / "data"), "--json", str(tmp_path / "i.json")],
+         "--resize", "67", "--data", str(tmp_path / "data"), "--matmul-size", "512",
+         "--json", str(tmp_path / "i.json")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "i.json").read_text())
     assert list(report["results"]) == [*REQUESTED, "onnxruntime"]
     assert all(r["batch1_eps"] > 0 and r["batch128_eps"] > 0 for r in report["results"].values())
-    assert report["matmul_gflops"] > 0 and "| onnxruntime |" in result.stdout
+    assert report["matmul_gflops"] > 0 and "| onnxruntime |" in result.stdout and "512x512 matmul" in result.stdout
