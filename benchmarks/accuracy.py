@@ -27,6 +27,14 @@ from nin import presets, training
 WALL = "wall.json"  # in each run directory: seconds from start to exit of the command(s) that trained it
 
 
+def machine() -> str:
+    """This machine's CPU model and count (speeds differ between machines of one kind: keep which ran what)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]
+    return f"{models[0] if models else platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def run_dir(runs: Path, backend: str, preset: str, seed: int) -> Path:
     return runs / f"{backend}-{preset}-seed{seed}"
 
@@ -49,7 +57,7 @@ def train(backend: str, preset: str, seed: int, out: Path, data: str | None, ext
     seconds = time.perf_counter() - start
     wall = json.loads((out / WALL).read_text()) if (out / WALL).is_file() else {"seconds": 0.0, "commands": []}
     wall["seconds"] += seconds
-    wall["commands"].append({"command": command, "seconds": seconds, "status": status})
+    wall["commands"].append({"command": command, "seconds": seconds, "status": status, "machine": machine()})
     wall["finished"] = status == 0
     out.mkdir(parents=True, exist_ok=True)
     (out / WALL).write_text(json.dumps(wall, indent=1) + "\n")
@@ -61,12 +69,14 @@ def row(backend: str, preset: str, seed: int, out: Path) -> dict:
     """One table row, from the run's metrics (its config and records) and wall time."""
     metrics = json.loads((out / training.METRICS).read_text())
     history, config = metrics["history"], metrics["config"]
+    wall = json.loads((out / WALL).read_text())
     examples = sum(r["examples_per_sec"] * r["seconds"] for r in history)
     train_seconds = sum(r["seconds"] for r in history)
     return {"backend": backend, "preset": preset, "seed": seed, "epochs": len(history),
             "final_test_acc": history[-1]["test_acc"], "best_test_acc": max(r["test_acc"] for r in history),
             "final_train_loss": history[-1]["train_loss"],
-            "minutes": json.loads((out / WALL).read_text())["seconds"] / 60,
+            "minutes": wall["seconds"] / 60,
+            "machines": sorted({c["machine"] for c in wall["commands"] if "machine" in c}),
             "minutes_per_epoch": train_seconds / len(history) / 60, "examples_per_sec": examples / train_seconds,
             "config": config, "history": history}
 
@@ -90,6 +100,15 @@ def agreement(rows: list[dict]) -> str:
             spread = max(accs.values()) - min(accs.values())
             lines.append(f"- seed {seed}: final test acc spread across {', '.join(accs)}: {100 * spread:.1f} points")
     return "\n".join(lines)
+
+
+def machines(rows: list[dict]) -> str:
+    """Which runs ran on which machine (recorded from 2026-11-30 on; earlier runs have none)."""
+    where: dict[str, list[str]] = {}
+    for r in rows:
+        for name in r.get("machines") or ["not recorded"]:
+            where.setdefault(name, []).append(f"{r['backend']} {r['seed']}")
+    return "\n".join(f"- {name}: {', '.join(runs)}" for name, runs in where.items())
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -130,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path(presets.BUDGETS["cpu"]["runs"]),
                         help="where the run directories go (default: the cpu budget's, nin.presets.BUDGETS)")
     parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
-    parser.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPUs",
-                        help="the machine the runs ran on, for the report (default: this one)")
+    parser.add_argument("--machine", default=machine(),
+                        help="the machine, for the report (default: this one; each row names those its run ran on)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
     parser.add_argument("--md", type=Path, default=Path("benchmarks/accuracy.md"))
     parser.add_argument("--png", type=Path, default=Path("benchmarks/accuracy.png"))
@@ -161,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
               "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv]), "rows": rows}
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     title = f"NiN on Fashion-MNIST (60,000/10,000 images), preset {args.preset!r}"
-    args.md.write_text(f"# {title}\n\n{table(rows)}\n\n{agreement(rows)}\n")
+    args.md.write_text(f"# {title}\n\n{table(rows)}\n\n{agreement(rows)}\n\n"
+                       f"Machines (backend seed):\n\n{machines(rows)}\n")
     plot(rows, args.png, title)
     print(table(rows))
     print(agreement(rows))

@@ -47,8 +47,10 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
     for r in rows:
         assert r["config"]["preset"] == "cpu" and r["config"]["resize"] == 67 and len(r["history"]) == 2
         assert r["final_test_acc"] == r["history"][-1]["test_acc"] and r["minutes"] > 0
+        assert r["machines"] == [json.loads((tmp_path / "a.json").read_text())["machine"]]
         assert f"| {r['backend']} | {r['seed']} | {r['config']['precision']} | {r['final_test_acc']:.3f} |" in (
             (tmp_path / "a.md").read_text())
+    assert f"- {rows[0]['machines'][0]}: {rows[0]['backend']} 0, " in (tmp_path / "a.md").read_text()
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     # a second call trains nothing: every run is finished, and is read back
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
