@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from accuracy import machine  # benchmarks/accuracy.py
+
 import nin  # imports no framework
 
 BATCHES = (1, 128)
@@ -100,7 +102,7 @@ def main() -> None:
             cells += [f"{eps:.1f}", f"{eps * flops / 1e9:.0f}", f"{100 * eps * flops / 1e9 / matmul:.0f}%"]
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": vars(args), "matmul_gflops": matmul,
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "machine": machine(), "matmul_gflops": matmul,
                                                "flops_per_image": flops, "results": results}, indent=1) + "\n")
 
 

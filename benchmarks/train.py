@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from accuracy import machine  # benchmarks/accuracy.py
+
 import nin  # imports no framework
 
 
@@ -136,7 +138,8 @@ def main() -> None:
               f"{r['train_eps'] / r['book_train_eps']:.2f}x | {r['gflops_achieved']:.0f} | "
               f"{100 * r['gflops_achieved'] / matmul:.0f}% | {r['infer_eps']:.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "machine": machine(), "results": results},
+                                              indent=1))
 
 
 if __name__ == "__main__":

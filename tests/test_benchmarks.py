@@ -24,6 +24,7 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert json.loads((tmp_path / "b.json").read_text())["machine"].endswith(" CPUs")
     assert list(report) == REQUESTED
     for name, r in report.items():
         assert "unsupported" not in r, r
@@ -79,6 +80,7 @@ def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "i.json").read_text())
+    assert report["machine"].endswith(" CPUs")
     assert list(report["results"]) == [*REQUESTED, "onnxruntime"]
     assert all(r["batch1_eps"] > 0 and r["batch128_eps"] > 0 for r in report["results"].values())
     assert report["matmul_gflops"] > 0 and "| onnxruntime |" in result.stdout and "512x512 matmul" in result.stdout
