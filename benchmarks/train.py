@@ -38,6 +38,7 @@ import nin  # imports no framework
 
 
 def worker(name: str, args) -> dict:
+    from nin import book
     from nin.resources import resources
 
     backend = nin.backend(name)
@@ -47,16 +48,15 @@ def worker(name: str, args) -> dict:
         history = backend.train(net, train_iter, test_iter, args.epochs, 0.05, seed=0, init="kaiming", quiet=True,
                                 precision=args.precision)
     except ValueError as err:  # a precision this backend does not offer
-        return {"unsupported": str(err), "own_matmul_gflops": matmul_gflops(name, args)}
+        return {"unsupported": str(err), "own_matmul_gflops": book.matmul_gflops(name, args.matmul_size)}
     for _ in range(2):
         start = time.perf_counter()
         classes = backend.predict(net, test_iter)
         infer = time.perf_counter() - start
     flops = resources((1, 1, args.resize, args.resize))["totals"]["flops"]
     train_eps = sum(r["examples_per_sec"] * r["seconds"] for r in history[1:]) / sum(r["seconds"] for r in history[1:])
-    return {"train_eps": train_eps, "infer_eps": len(classes) / infer,
-            "gflops_achieved": train_eps * 3 * flops / 1e9, "own_matmul_gflops": matmul_gflops(name, args),
-            "test_acc": history[-1]["test_acc"]}
+    return {"train_eps": train_eps, "infer_eps": len(classes) / infer, "gflops_achieved": train_eps * 3 * flops / 1e9,
+            "own_matmul_gflops": book.matmul_gflops(name, args.matmul_size), "test_acc": history[-1]["test_acc"]}
 
 
 def book_worker(name: str, args) -> dict:
@@ -83,13 +83,6 @@ def book_worker(name: str, args) -> dict:
 def _data(backend, args):
     return backend.load_data_fashion_mnist(args.batch_size, args.resize, args.data, limit_train=args.images,
                                            limit_test=args.images, seed=0)
-
-
-def matmul_gflops(name: str, args) -> float:
-    """The best rate of a float32 ``--matmul-size`` square product in this framework."""
-    from nin import book
-
-    return book.matmul_gflops(name, args.matmul_size)
 
 
 def main() -> None:

@@ -23,8 +23,9 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
          "--matmul-size", "512", "--json", str(tmp_path / "b.json")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "b.json").read_text())["results"]
-    assert json.loads((tmp_path / "b.json").read_text())["machine"].endswith(" CPUs")
+    written = json.loads((tmp_path / "b.json").read_text())
+    report = written["results"]
+    assert written["machine"].endswith(" CPUs")
     assert list(report) == REQUESTED
     for name, r in report.items():
         assert "unsupported" not in r, r
@@ -43,12 +44,13 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
     command = [*grid, "--json", str(tmp_path / "a.json"), "--", "--epochs", "2", "--resize", "67", "--batch-size", "8"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    written = json.loads((tmp_path / "a.json").read_text())
+    rows = written["rows"]
     assert [(r["backend"], r["seed"]) for r in rows] == [(b, s) for b in REQUESTED for s in (0, 1)]
     for r in rows:
         assert r["config"]["preset"] == "cpu" and r["config"]["resize"] == 67 and len(r["history"]) == 2
         assert r["final_test_acc"] == r["history"][-1]["test_acc"] and r["minutes"] > 0
-        assert r["machines"] == [json.loads((tmp_path / "a.json").read_text())["machine"]]
+        assert r["machines"] == [written["machine"]]
         assert f"| {r['backend']} | {r['seed']} | {r['config']['precision']} | {r['final_test_acc']:.3f} |" in (
             (tmp_path / "a.md").read_text())
     assert f"- {rows[0]['machines'][0]}: {rows[0]['backend']} 0, " in (tmp_path / "a.md").read_text()
