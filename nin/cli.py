@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         message = _one_line(err, oom)
         if oom:
             message = f"out of memory ({message}); {_OOM_FIX[args.command]}"
+        elif isinstance(err, data.MissingData) and hasattr(args, "data"):
+            message = f"{message.rstrip('.')}; or point --data DIR at them"
         print(f"nin {args.command}: error: {message}", file=sys.stderr)
         return 1
 
@@ -382,6 +384,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_DATA_HELP = ("directory of the four IDX files (default: $NIN_DATA, else ~/.cache/nin/fashion-mnist, where missing "
+              "files are downloaded from the comma-separated base URLs of $NIN_MIRRORS, else the public mirrors)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -405,7 +411,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate (the peak, with a warm-up or a cosine schedule)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--resize", type=int, help="image height and width")
-    p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
+    p.add_argument("--data", metavar="DIR", help=_DATA_HELP)
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
     p.add_argument("--limit-test", type=int, metavar="N", help="test on the first N images only")
     p.add_argument("--seed", type=_seed, help="makes the run repeatable on the CPU (default: a fresh one, saved); "
@@ -436,7 +442,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"{ONNXRUNTIME}: an .onnx file from `nin export`, in ONNX Runtime")
     p.add_argument("--weights", required=True, metavar="FILE",
                    help="from save_weights, or a run's checkpoint; an .onnx file with --backend onnxruntime")
-    p.add_argument("--data", metavar="DIR", help="directory of the four IDX files (default: $NIN_DATA or the cache)")
+    p.add_argument("--data", metavar="DIR", help=_DATA_HELP)
     p.add_argument("--limit", type=int, metavar="N", help="the first N test images only")
     p.add_argument("--resize", type=int, help="default: the run's, for a checkpoint; else 224")
     p.add_argument("--batch-size", type=int, default=256)

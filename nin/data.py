@@ -8,9 +8,15 @@ the ``root`` argument, else the ``NIN_DATA`` environment variable, else
 
 Every file is checked by its IDX header (magic number, counts, 28x28 images,
 payload length, labels 0..9). Missing files are downloaded by :func:`download`
-from :data:`MIRRORS`; only downloaded bytes are checked against the official MD5
-sums, and a file appears under its final name only once its checksum is right.
-Every problem with the files raises :class:`DataError`.
+from :func:`default_mirrors` (``$NIN_MIRRORS``, else :data:`MIRRORS`); only downloaded bytes
+are checked against the official MD5 sums, and a file appears under its final name
+only once its checksum is right. Every problem with the files raises
+:class:`DataError`, whose message is one line.
+
+The download is a few lines of the standard library rather than pooch: pooch would
+replace only the fetch-and-check of one URL (about ten lines), while the mirror list
+and its per-mirror report, and the directory rules (``NIN_DATA``, the XDG cache), stay
+ours either way; it would add requests, platformdirs and packaging to every install.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import http.client
 import math
 import os
 import tempfile
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -29,7 +36,8 @@ import numpy as np
 
 from nin import spec, training
 
-#: Public copies of the files, tried in order; a file's URL is mirror + name + ".gz".
+#: Public copies of the files, tried in order unless ``$NIN_MIRRORS`` names others; a file's URL is
+#: mirror + name + ".gz".
 MIRRORS = (
     "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
@@ -53,7 +61,7 @@ NUM_CLASSES = 10
 _MAGIC = {0x00000803: 3, 0x00000801: 1}
 _FIX = ("delete it to download a fresh copy, or replace it with the original Fashion-MNIST file "
         "(https://github.com/zalandoresearch/fashion-mnist)")
-_WHERE = "point to another directory with --data DIR or the NIN_DATA environment variable"
+_WHERE = "set NIN_DATA to a directory that holds the four files, or NIN_MIRRORS to base URLs that serve them"
 
 #: One split: images ``(N, 28, 28)`` and labels ``(N,)``, both uint8.
 Split = tuple[np.ndarray, np.ndarray]
@@ -61,6 +69,14 @@ Split = tuple[np.ndarray, np.ndarray]
 
 class DataError(ValueError):
     """A data file is missing, unreadable or malformed, or could not be downloaded."""
+
+
+class MissingData(DataError):
+    """Files that are not in ``directory`` and could not be downloaded there (``names``, without ``.gz``)."""
+
+    def __init__(self, message: str, directory: Path, names: list[str]):
+        super().__init__(message)
+        self.directory, self.names = directory, names
 
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
@@ -71,6 +87,25 @@ def data_dir(root: str | os.PathLike | None = None) -> Path:
         return Path(os.environ["NIN_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "nin" / "fashion-mnist"
+
+
+def default_mirrors() -> tuple[str, ...]:
+    """The base URLs to download from, in order: those of ``$NIN_MIRRORS`` (comma-separated), else :data:`MIRRORS`.
+
+    ``NIN_MIRRORS`` replaces the public mirrors, as pip's ``--index-url`` replaces its default index: for a
+    proxy, a cluster's internal mirror, or a public mirror that cannot be reached.
+
+    Raises:
+        DataError: if one of its entries is not an http(s) or file URL.
+    """
+    value = os.environ.get("NIN_MIRRORS", "")
+    urls = [url.strip() for url in value.split(",") if url.strip()]
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
+            raise DataError(f"NIN_MIRRORS={value!r}: {url!r} is not an http(s) URL; give base URLs separated by "
+                            "commas, such as https://example.org/fashion-mnist/")
+    return tuple(url if url.endswith("/") else url + "/" for url in urls) or MIRRORS
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -137,6 +172,16 @@ def load_split(split: str, root: str | os.PathLike | None = None, download: bool
     return _pair(_ready(root, FILES[split], download), split)
 
 
+def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The directory of :func:`data_dir` once the four files are there: missing ones are downloaded as
+    :func:`load_fashion_mnist` does, and none is read.
+
+    Raises:
+        MissingData: if a file is missing and cannot be downloaded.
+    """
+    return _ready(root, NAMES, download)
+
+
 def _ready(root, names, download: bool) -> Path:
     """The data directory, once the files ``names`` are there (downloaded if need be)."""
     directory = data_dir(root)
@@ -149,12 +194,12 @@ def _ready(root, names, download: bool) -> Path:
             try:
                 _download(directory, missing)
             except DataError as err:
-                reason = f"Downloading them failed: {err}"
+                reason = f"Downloading them failed: {err}."
             missing = [name for name in names if _find(directory, name) is None]
         if missing:
             where = directory.resolve()
-            raise DataError(f"Fashion-MNIST files missing in {where}: {', '.join(n + '[.gz]' for n in missing)}.\n"
-                            f"{reason}\nPut the files (gzip or raw) in {where}, or {_WHERE}.")
+            raise MissingData(f"Fashion-MNIST files missing in {where}: {', '.join(n + '[.gz]' for n in missing)}. "
+                              f"{reason} Put the files (gzip or raw) there, or {_WHERE}.", where, missing)
     return directory
 
 
@@ -168,19 +213,21 @@ def _pair(directory: Path, split: str) -> Split:
     return images, labels
 
 
-def download(directory: str | os.PathLike, names=None, mirrors=MIRRORS, timeout: float = 30) -> list[Path]:
+def download(directory: str | os.PathLike, names=None, mirrors=None, timeout: float = 30) -> list[Path]:
     """Download the ``.gz`` files ``names`` (default: all four) into ``directory``.
 
-    Each file is fetched from the first of ``mirrors`` that serves it with the official
-    MD5 sum, written to a temporary file, checked, then renamed to its final name.
+    Each file is fetched from the first of ``mirrors`` (default: :func:`default_mirrors`) that serves
+    it with the official MD5 sum, written to a temporary file, checked, then renamed to its
+    final name: a failed download leaves no file behind.
 
     Returns:
         The paths of the downloaded files.
 
     Raises:
-        DataError: for an unknown name, or a file no mirror served correctly (with each mirror's error).
+        DataError: for an unknown name, or a file no mirror served correctly (each mirror's error, on one line).
     """
     directory = Path(directory)
+    urls = default_mirrors() if mirrors is None else tuple(mirrors)
     names = [name.removesuffix(".gz") for name in (NAMES if names is None else names)]
     unknown = [name for name in names if name not in MD5]
     if unknown:
@@ -192,16 +239,15 @@ def download(directory: str | os.PathLike, names=None, mirrors=MIRRORS, timeout:
     paths = []
     for name in names:
         final, errors = directory / f"{name}.gz", []
-        for mirror in mirrors:
+        for mirror in urls:
             url = f"{mirror}{name}.gz"
             try:
                 _fetch(url, final, MD5[name], timeout)
                 break
             except (OSError, ValueError, http.client.HTTPException) as err:
-                errors.append(f"  {url}: {err}")
+                errors.append(f"{url}: {_reason(err)}")
         else:
-            raise DataError(f"could not download {final.name} into {directory.resolve()}:\n" + "\n".join(errors)
-                            + "\nCheck the network connection, or fetch the file yourself from one of these URLs.")
+            raise DataError(f"could not download {final.name} into {directory.resolve()} ({'; '.join(errors)})")
         paths.append(final)
     return paths
 
@@ -210,17 +256,38 @@ def _fetch(url: str, final: Path, md5: str, timeout: float) -> None:
     """Stream ``url`` into a temporary file next to ``final``, check its MD5, then rename it."""
     tmp = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".part", delete=False)
     try:
-        digest = hashlib.md5(usedforsecurity=False)
+        digest, size = hashlib.md5(usedforsecurity=False), 0
         with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 tmp.write(chunk)
+                size += len(chunk)
+            unread = getattr(response, "length", None)  # http.client ends a short body quietly: its length says so
+        if unread:
+            raise DataError(f"truncated: {size} bytes read, {unread} more expected")
         if digest.hexdigest() != md5:
-            raise DataError(f"MD5 {digest.hexdigest()} is not the official {md5}")
+            with open(tmp.name, "rb") as f:
+                start = f.read(16)
+            what = "" if start.startswith(b"\x1f\x8b") else f", and not a gzip file (it starts with {start!r})"
+            raise DataError(f"MD5 {digest.hexdigest()} is not the official {md5}{what}")
         os.replace(tmp.name, final)
     finally:
         if os.path.exists(tmp.name):
             os.unlink(tmp.name)
+
+
+def _reason(err: Exception) -> str:
+    """What went wrong with one URL, on one line (the OS error behind a URLError, an incomplete read's counts)."""
+    reason = getattr(err, "reason", None)
+    if isinstance(err, http.client.IncompleteRead):
+        text = f"truncated: {len(err.partial)} bytes read, {err.expected} more expected"
+    elif isinstance(err, http.client.RemoteDisconnected):
+        text = f"no answer ({err})"
+    elif isinstance(reason, BaseException):
+        text = str(reason)
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 def _download(directory: Path, names: list[str]) -> None:
@@ -259,7 +326,8 @@ def labels(root=None, split: str = "test") -> np.ndarray:
     name = FILES[split][1]
     path = _find(data_dir(root), name)
     if path is None:
-        raise DataError(f"{name}[.gz] is missing in {data_dir(root).resolve()}; {_WHERE}")
+        where = data_dir(root).resolve()
+        raise MissingData(f"{name}[.gz] is missing in {where}; {_WHERE}", where, [name])
     return _read(path, 1)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import nin
+from nin import data
 
 
 def requested_backends() -> list[str]:
@@ -29,9 +30,15 @@ try:  # the framework that must come first in one process (PaddlePaddle before T
     nin.backend(nin.import_order(REQUESTED)[0])
 except ImportError:
     pass  # the tests that use it fail loudly (import_backend)
-#: the real Fashion-MNIST files, for the tests that train or compare on real images ($NIN_DATA, or the
-#: shared data folder beside this checkout); those tests fail, never skip, where they are missing
-REAL_DATA = Path(os.environ.get("NIN_DATA") or Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist")
+
+
+def pytest_configure(config):
+    """``NIN_MARKERS`` (set by each tox env) selects the tests the env runs, as a marker expression; ``-m`` on the
+    command line narrows them further (``tox -- -m "not slow"``)."""
+    env = os.environ.get("NIN_MARKERS", "").strip()
+    if env:
+        given = config.option.markexpr
+        config.option.markexpr = f"({env}) and ({given})" if given else env
 
 
 def import_backend(name: str):
@@ -46,6 +53,19 @@ def import_backend(name: str):
 def forward(backend, net, X):
     """The logits of ``net`` for the numpy N,C,H,W batch ``X``, in inference mode, through public names."""
     return backend.logits(net, backend.from_numpy(X))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The directory of the real Fashion-MNIST files, for the tests that train or compare on real images,
+    found as a user's run finds them: ``$NIN_DATA``, else the cache directory, where missing files are
+    downloaded once per machine (from ``$NIN_MIRRORS``, else the public mirrors). Where that fails, the tests
+    that use it fail, in one line: never a skip."""
+    try:
+        return data.locate()
+    except data.DataError as err:
+        message = str(err)
+    pytest.fail(f"the real Fashion-MNIST files are needed: {message}", pytrace=False)
 
 
 @pytest.fixture

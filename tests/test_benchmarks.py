@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REQUESTED
 from fakedata import make_class_set
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # each starts a benchmark script in a process of its own: tens of seconds
 
 
 def test_training_benchmark_reports_every_requested_backend(tmp_path):

@@ -1,8 +1,8 @@
 """nin.data: reading, checking and downloading Fashion-MNIST's IDX files, with no network.
 
 Every test writes small synthetic IDX files in ``tmp_path``; downloads are served by a
-fake ``urllib.request.urlopen``. One test reads the real files in ``/work/shared`` when
-that directory exists.
+fake ``urllib.request.urlopen`` (and by a real HTTP server on loopback in ``tests/test_download.py``).
+One test reads the real files, found as a user's run finds them (the ``real_data`` fixture).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import pytest
 from fakedata import idx, images, labels, make_set, write
 from nin import data
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 M1, M2 = "https://mirror-one.invalid/", "https://mirror-two.invalid/"
 
 
@@ -195,9 +194,11 @@ def test_missing_files_without_download(tmp_path):
     with pytest.raises(data.DataError) as err:
         data.load_fashion_mnist(tmp_path, download=False)
     message = str(err.value)
-    assert f"missing in {tmp_path.resolve()}: train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz].\n" in message
-    assert "train-images" not in message and "t10k-labels" not in message
-    assert "--data DIR" in message and "NIN_DATA" in message and "Downloading is turned off." in message
+    assert f"missing in {tmp_path.resolve()}: train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz]. " in message
+    assert "train-images" not in message and "t10k-labels" not in message and "\n" not in message
+    assert "NIN_DATA" in message and "Downloading is turned off." in message
+    assert (err.value.directory, err.value.names) == (tmp_path.resolve(), ["train-labels-idx1-ubyte",
+                                                                            "t10k-images-idx3-ubyte"])
 
 
 def test_missing_directory_without_download(tmp_path):
@@ -328,9 +329,9 @@ def test_offline_fails_fast(tmp_path, serve):
         data.load_fashion_mnist(tmp_path)
     assert time.monotonic() - start < 1
     message = str(err.value)
-    assert f"missing in {tmp_path.resolve()}: train-images-idx3-ubyte[.gz].\n" in message
+    assert f"missing in {tmp_path.resolve()}: train-images-idx3-ubyte[.gz]. " in message and "\n" not in message
     assert "Downloading them failed: could not download" in message
-    assert "--data DIR" in message and "NIN_DATA" in message
+    assert "NIN_DATA" in message and "NIN_MIRRORS" in message and "--" not in message
     assert message.count("Temporary failure in name resolution") == 2
     assert [url for url, _ in calls] == [f"{m}train-images-idx3-ubyte.gz" for m in data.MIRRORS]
     assert sorted(os.listdir(tmp_path)) == sorted(f"{n}.gz" for n in data.NAMES if n != "train-images-idx3-ubyte")
@@ -341,10 +342,8 @@ def test_download_refuses_unknown_names(tmp_path):
         data.download(tmp_path, ["cifar"])
 
 
-def test_real_fashion_mnist():
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"the real Fashion-MNIST files are not at {REAL_DATA} (only this checkout layout has them)")
-    (x_train, y_train), (x_test, y_test) = data.load_fashion_mnist(REAL_DATA, download=False)
+def test_real_fashion_mnist(real_data):
+    (x_train, y_train), (x_test, y_test) = data.load_fashion_mnist(real_data, download=False)
     assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
     assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
     assert {a.dtype for a in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}

@@ -4,8 +4,9 @@ tox -e all -- -m notebooks).
 Each notebook is executed from a copy in memory, in the notebooks folder as Jupyter runs it, with the
 budget ``NIN_BUDGET`` names (tox: ``smoke``, 512 images for 2 epochs: every cell runs; whether the model learns
 is tests/test_presets.py's check, in every framework); the committed files are left as they are. The kernel is
-ipykernel on this Python (the notebooks' ``python3``). The data come from ``NIN_DATA`` (tox sets it); without
-the files the notebooks stop at their first code cell with a message that says what is missing.
+ipykernel on this Python (the notebooks' ``python3``). The data are found as users' runs find them (the
+``real_data`` fixture: ``NIN_DATA``, else the cache, downloading there) and handed to the kernel as ``NIN_DATA``;
+without the files the notebooks stop at their first code cell with a message that says what is missing.
 
 To refresh the committed outputs after changing a notebook, run this file (from any directory):
 
@@ -32,10 +33,11 @@ CELL_TIMEOUT = 900  # seconds per cell: the small budget needs a few minutes at 
 pytestmark = pytest.mark.notebooks
 
 
-def execute(path: Path, budget: str | None = None, timeout: int | None = CELL_TIMEOUT):
+def execute(path: Path, budget: str | None = None, timeout: int | None = CELL_TIMEOUT, data: Path | None = None):
     """Run the notebook at ``path`` in a fresh kernel and return it with its outputs (the file is not written).
 
     ``budget`` sets ``NIN_BUDGET`` for the kernel (None: the environment's, else the notebooks' default);
+    ``data`` sets ``NIN_DATA`` (None: the environment's);
     ``timeout`` is in seconds per cell (None: no limit).
     Raises nbclient's ``CellExecutionError`` (with the cell's traceback) on the first error.
     """
@@ -46,6 +48,8 @@ def execute(path: Path, budget: str | None = None, timeout: int | None = CELL_TI
     env = dict(os.environ)
     if budget is not None:
         env["NIN_BUDGET"] = budget
+    if data is not None:
+        env["NIN_DATA"] = str(data)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
@@ -77,9 +81,10 @@ def test_committed_with_outputs(path):
     assert any("image/png" in out.get("data", {}) for out in outputs(nb)), f"{path.name} has no PNG plot"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_runs_top_to_bottom(path):
-    nb = execute(path, budget=os.environ.get("NIN_BUDGET", "smoke"))
+def test_runs_top_to_bottom(path, real_data):
+    nb = execute(path, budget=os.environ.get("NIN_BUDGET", "smoke"), data=real_data)
     assert not outputs(nb, "error")
     assert any("image/png" in out.get("data", {}) for out in outputs(nb)), f"{path.name} drew no PNG plot"
 

@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import REAL_DATA
 from nin import export, ort, spec
 
 VARIANTS = [{}, {"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}]
@@ -24,12 +23,9 @@ VIA_WORKS = {"mxnet": False, "torch": True, "tf": True, "jax": False, "paddle": 
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[int, np.ndarray]:
+def images(real_data) -> dict[int, np.ndarray]:
     """Eight real test images at 224x224 and at the minimum size, N,C,H,W float32 (no framework)."""
-    if not REAL_DATA.is_dir():
-        pytest.fail(f"these tests read the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA",
-                    pytrace=False)
-    return {size: next(iter(ort.load_data_fashion_mnist(8, size, REAL_DATA, limit_train=1, limit_test=8,
+    return {size: next(iter(ort.load_data_fashion_mnist(8, size, real_data, limit_train=1, limit_test=8,
                                                         download=False)[1]))[0]
             for size in (224, spec.min_image_size())}
 
@@ -57,8 +53,8 @@ def test_onnx_runtime_gives_the_backends_logits(backend, variant, images, tmp_pa
     _assert_same_logits(backend, net, ort.load(tmp_path / "nin.onnx"), images)
 
 
-def test_a_trained_model_exports_too(backend, images, tmp_path):
-    train_iter, test_iter = backend.load_data_fashion_mnist(16, spec.min_image_size(), REAL_DATA, limit_train=48,
+def test_a_trained_model_exports_too(backend, images, real_data, tmp_path):
+    train_iter, test_iter = backend.load_data_fashion_mnist(16, spec.min_image_size(), real_data, limit_train=48,
                                                             limit_test=16, seed=0, download=False)
     net = backend.NiN()
     backend.train(net, train_iter, test_iter, 1, 0.1, seed=0, init="centered", quiet=True)
@@ -117,7 +113,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_export_and_predict_on_the_command_line(backend_name, backend, capsys, tmp_path):
+def test_export_and_predict_on_the_command_line(backend_name, backend, real_data, capsys, tmp_path):
     net = backend.NiN()
     backend.init_weights(net, "centered", 0)
     backend.save_weights(net, tmp_path / "w.safetensors")
@@ -127,7 +123,7 @@ def test_export_and_predict_on_the_command_line(backend_name, backend, capsys, t
     results = {}
     for runtime, path in (("onnxruntime", "nin.onnx"), (backend_name, "w.safetensors")):
         status, out, _ = _cli(capsys, "predict", "--backend", runtime, "--weights", str(tmp_path / path), "--data",
-                              str(REAL_DATA), "--limit", "64", "--resize", "67", "--json")
+                              str(real_data), "--limit", "64", "--resize", "67", "--json")
         assert status == 0
         results[runtime] = json.loads(out)
     assert results["onnxruntime"]["predictions"] == results[backend_name]["predictions"]
@@ -135,7 +131,7 @@ def test_export_and_predict_on_the_command_line(backend_name, backend, capsys, t
 
 
 @pytest.mark.parametrize("case", ["corrupt", "too small", "channels"])
-def test_bad_input_is_one_line(case, capsys, tmp_path):
+def test_bad_input_is_one_line(case, real_data, capsys, tmp_path):
     from nin import weights
 
     tensors = {name: np.zeros(shape, np.float32) for name, shape in spec.weight_shapes(in_channels=3).items()}
@@ -148,7 +144,7 @@ def test_bad_input_is_one_line(case, capsys, tmp_path):
     weights.save(tensors1, tmp_path / "w1.safetensors")
     for source, target in (("w1.safetensors", "good.onnx"), ("w3.safetensors", "w3.onnx")):
         assert _cli(capsys, "export", "--weights", str(tmp_path / source), "--out", str(tmp_path / target))[0] == 0
-    status, _, err = _cli(capsys, "predict", "--backend", "onnxruntime", "--data", str(REAL_DATA), *argv)
+    status, _, err = _cli(capsys, "predict", "--backend", "onnxruntime", "--data", str(real_data), *argv)
     assert status != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert {"corrupt": "not a readable ONNX model", "too small": "too small",
             "channels": "3-channel images"}[case] in err
@@ -156,8 +152,8 @@ def test_bad_input_is_one_line(case, capsys, tmp_path):
     assert status != 0 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()
 
 
-def test_onnx_runtime_batches_can_be_read_again(images):
-    loader = ort.load_data_fashion_mnist(4, spec.min_image_size(), REAL_DATA, limit_train=1, limit_test=8,
+def test_onnx_runtime_batches_can_be_read_again(images, real_data):
+    loader = ort.load_data_fashion_mnist(4, spec.min_image_size(), real_data, limit_train=1, limit_test=8,
                                          download=False)[1]
     first, second = [y for _, y in loader], [y for _, y in loader]
     assert len(loader) == 2 and len(first) == 2 and all((a == b).all() for a, b in zip(first, second, strict=True))

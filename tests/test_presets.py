@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nin
-from conftest import REAL_DATA, forward
+from conftest import forward
 from fakedata import make_set
 from nin import cli, presets, training, weights
 
@@ -129,12 +129,10 @@ def test_python_preset_train_writes_the_run(backend_name, tmp_path):
 # the warm-up, PaddlePaddle's seed 0 stayed near the plateau (train loss 1.70 to 2.26 after 4 epochs, as the
 # threads summed); with it, seed 0 ends at 0.70-0.99 in all five backends. The loss-2.303 plateau reaches neither
 # a train loss below 1.5 nor a test accuracy of 0.4 (chance: 0.1).
-def test_cpu_preset_learns_on_a_few_thousand_images(backend_name, tmp_path):
-    if not REAL_DATA.is_dir():
-        pytest.fail(f"this test trains on the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
-                    "the directory of the four IDX files", pytrace=False)
+@pytest.mark.slow
+def test_cpu_preset_learns_on_a_few_thousand_images(backend_name, real_data, tmp_path):
     small = presets.budget("small")
-    history = presets.train(backend_name, small["preset"], seed=0, data=REAL_DATA, out=tmp_path / "run", quiet=True,
+    history = presets.train(backend_name, small["preset"], seed=0, data=real_data, out=tmp_path / "run", quiet=True,
                             limit_train=small["limit_train"], limit_test=small["limit_test"], **small["settings"])
     assert history[-1]["train_loss"] < 1.5, history
     assert history[-1]["test_acc"] > 0.4, history
@@ -183,17 +181,15 @@ def test_centered_init_is_kaiming_with_zero_mean_filters(backend_name, backend):
         np.testing.assert_allclose(centered[name], w, atol=1e-6, err_msg=name)
 
 
-def test_centered_init_leaves_fewer_class_units_off_at_the_start_and_primed_none(backend_name, backend):
+@pytest.mark.slow
+def test_centered_init_leaves_fewer_class_units_off_at_the_start_and_primed_none(backend_name, backend, real_data):
     """With Kaiming weights about a third of the class units of the last ReLU are 0 for every image at the
     start; centered, far fewer; primed on a training batch, none, and each is on for a good part of the test
     images. Measured on 300 test images at 96x96, seeds 0-9 (units off, of 100): Kaiming 27 to 36 in the five
     backends, centered 5 to 11 (at least 3.0 times fewer in each), primed 0, each on for at least 37% of the
     images; on 1,000 images (docs/training.md's table) 23-35 and 5-6. 300 images keep the test under a
     minute in every backend (PaddlePaddle's 30 forwards of 1,000 images took over 3 minutes)."""
-    if not REAL_DATA.is_dir():
-        pytest.fail(f"this test reads the real Fashion-MNIST files, not found at {REAL_DATA}: set NIN_DATA to "
-                    "the directory of the four IDX files", pytrace=False)
-    train_iter, test_iter = backend.load_data_fashion_mnist(300, 96, REAL_DATA, limit_train=128, limit_test=300)
+    train_iter, test_iter = backend.load_data_fashion_mnist(300, 96, real_data, limit_train=128, limit_test=300)
     X, first = (backend.to_numpy(next(iter(it))[0]) for it in (test_iter, train_iter))
     off, least_on = {"kaiming": [], "centered": [], "primed": []}, []
     for seed in range(10):
