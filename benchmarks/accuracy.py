@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common import machine  # benchmarks/common
+
 import nin
-from nin import presets, training
+from nin import presets, runs
 
 WALL = "wall.json"  # in each run directory: seconds from start to exit of the command(s) that trained it
-
-
-def machine() -> str:
-    """This machine's CPU model and count (speeds differ between machines of one kind: keep which ran what)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-              if line.startswith("model name")]
-    return f"{models[0] if models else platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def run_dir(runs: Path, backend: str, preset: str, seed: int) -> Path:
@@ -46,7 +38,7 @@ def finished(out: Path) -> bool:
 
 def train(backend: str, preset: str, seed: int, out: Path, data: str | None, extra: list[str]) -> None:
     """Run (or resume) one training command, and add its wall time to ``out/wall.json``."""
-    if (out / training.CHECKPOINT).is_file():
+    if (out / runs.CHECKPOINT).is_file():
         command = [sys.executable, "-m", "nin", "train", "--resume", str(out), "--quiet"]
     else:
         command = [sys.executable, "-m", "nin", "train", "--backend", backend, "--preset", preset, "--seed", str(seed),
@@ -67,7 +59,7 @@ def train(backend: str, preset: str, seed: int, out: Path, data: str | None, ext
 
 def row(backend: str, preset: str, seed: int, out: Path) -> dict:
     """One table row, from the run's metrics (its config and records) and wall time."""
-    metrics = json.loads((out / training.METRICS).read_text())
+    metrics = json.loads((out / runs.METRICS).read_text())
     history, config = metrics["history"], metrics["config"]
     wall = json.loads((out / WALL).read_text())
     examples = sum(r["examples_per_sec"] * r["seconds"] for r in history)
@@ -151,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs")
     parser.add_argument("--machine", default=machine(),
                         help="the machine, for the report (default: this one; each row names those its run ran on)")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
-    parser.add_argument("--md", type=Path, default=Path("benchmarks/accuracy.md"))
-    parser.add_argument("--png", type=Path, default=Path("benchmarks/accuracy.png"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/accuracy/cpu.json"))
+    parser.add_argument("--md", type=Path, default=Path("benchmarks/results/accuracy/cpu.md"))
+    parser.add_argument("--png", type=Path, default=Path("benchmarks/results/accuracy/cpu.png"))
     parser.add_argument("extra", nargs="*", help="after --: more `nin train` flags for new runs (e.g. --epochs 2)")
     args = parser.parse_args(argv)
     backends, seeds = args.backends.split(","), [int(s) for s in args.seeds.split(",")]

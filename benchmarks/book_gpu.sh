@@ -7,7 +7,9 @@
 #
 # Each run goes to RUNS/BACKEND-book-seedS (metrics.json, curves.png, checkpoint.safetensors, and the
 # wall.json of benchmarks/accuracy.py), and RUNS/env.txt names the GPU and versions. Then, anywhere:
-#   python benchmarks/accuracy.py --preset book --report-only --runs RUNS --backends torch,jax --machine "..."
+#   python benchmarks/accuracy.py --preset book --report-only --runs RUNS --backends torch,jax --machine "..." \
+#       --json benchmarks/results/accuracy/book_gpu.json --md benchmarks/results/accuracy/book_gpu.md \
+#       --png benchmarks/results/accuracy/book_gpu.png
 set -u
 data=$1 runs=$2 seeds=$3
 shift 3

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from accuracy import machine  # benchmarks/accuracy.py
+from common import machine  # benchmarks/common
 
 import nin  # imports no framework
 

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from accuracy import machine  # benchmarks/accuracy.py
+from common import machine  # benchmarks/common
 
 import nin  # imports no framework
 

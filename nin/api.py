@@ -1,8 +1,8 @@
 """The book's functions, written once for every backend.
 
 A backend module (``nin/mxnet.py``, ``nin/torch.py``, ``nin/tf.py``, ``nin/jax.py``) holds what its framework
-writes its own way: ``nin_block``, ``NiN``, ``summary``, and the small hooks of :data:`HOOKS`
-(the same names and signatures in every backend; ``tests/test_parity.py`` checks them). The
+writes its own way: ``nin_block``, ``NiN``, ``summary``, and the small hooks of :class:`Backend`
+(the same names and signatures in every backend; ``tests/test_contract.py`` checks them). The
 rest, the same in every framework, is here, and each backend binds it under the book's names::
 
     load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
@@ -16,29 +16,66 @@ import functools
 import inspect
 import sys
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
 from nin import data, training, weights
 
-#: the hooks every backend module implements, with one signature everywhere
-HOOKS = {
-    "PRECISIONS": "the precisions ``train`` offers: float32 everywhere, bfloat16 where the backend has it",
-    "default_device": "() -> the device training runs on when none is given: a GPU if there is one, else the CPU",
-    "from_numpy": "(X) -> a numpy batch as the framework's tensor: images N,C,H,W into the model's layout",
-    "to_numpy": "(X) -> the framework's tensor as numpy: images back to N,C,H,W",
-    "loader": "(split, sampler, resize) -> batches (X, y) of a data.Split, in the sampler's order, resized",
-    "init_weights": ("(net, init, seed) -> None: seed the framework, then the weights of training.WEIGHT_INITS "
-                     "(None: keep)"),
-    "get_weights": "(net) -> the weights as canonical numpy arrays (nin.spec.weight_shapes)",
-    "set_weights": "(net, tensors) -> None: canonical weights in; all are checked before any is set",
-    "seed_epoch": "(net, seed) -> None: seed the random generators an epoch draws from (dropout)",
-    "trainer": ("(net, device, precision, clip) -> a context manager giving step(X, y, lr) -> (loss sum, correct, "
-                "examples); clip: None, or the largest norm of the mean loss's gradient"),
-    "logits": "(net, X, device=None) -> the logits of batch X as numpy, in inference mode",
-    "to_onnx": "(net, path, opset) -> None: the framework's own ONNX exporter, N,C,H,W input "
-               "(ValueError where it cannot run)",
-}
+
+class NoExporter(ValueError):
+    """A backend's ``to_onnx`` hook where the framework's own ONNX exporter cannot run here."""
+
+
+#: what every backend module offers under the book's names, in its ``__all__``
+BOOK_NAMES = ("nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
+              "save_weights", "load_weights")
+
+class Backend(Protocol):
+    """The contract of a backend module (``nin/<name>.py``): beside the book's names (:data:`BOOK_NAMES`), these
+    small hooks, with these signatures, through which the code written once (here, :mod:`nin.training`,
+    :mod:`nin.export`) reaches the framework. ``tests/test_contract.py`` checks every backend against it."""
+
+    #: the precisions ``train`` offers: float32 everywhere, bfloat16 where the backend has it
+    PRECISIONS: tuple[str, ...]
+
+    def default_device(self):
+        """The device training runs on when none is given: a GPU if there is one, else the CPU."""
+
+    def from_numpy(self, X):
+        """A numpy batch as the framework's tensor: images N,C,H,W into the model's layout."""
+
+    def to_numpy(self, X):
+        """The framework's tensor as numpy: images back to N,C,H,W."""
+
+    def loader(self, split, sampler, resize):
+        """Batches ``(X, y)`` of a :data:`nin.data.Split`, in the sampler's order, resized."""
+
+    def init_weights(self, net, init, seed) -> None:
+        """Seed the framework, then draw the weights of one of :data:`nin.inits.WEIGHT_INITS` (None: keep them)."""
+
+    def get_weights(self, net) -> dict:
+        """The weights as canonical numpy arrays (:func:`nin.spec.weight_shapes`)."""
+
+    def set_weights(self, net, tensors) -> None:
+        """Canonical weights in; all are checked before any is set."""
+
+    def seed_epoch(self, net, seed) -> None:
+        """Seed the random generators an epoch draws from (dropout)."""
+
+    def trainer(self, net, device, precision, clip):
+        """A context manager giving ``step(X, y, lr) -> (loss sum, correct, examples)``; ``clip``: None, or the
+        largest norm of the mean loss's gradient."""
+
+    def logits(self, net, X, device=None):
+        """The logits of batch ``X`` as numpy, in inference mode."""
+
+    def to_onnx(self, net, path, opset) -> None:
+        """The framework's own ONNX exporter, N,C,H,W input (:class:`NoExporter` where it cannot run)."""
+
+
+#: the hooks of :class:`Backend`, in order
+HOOKS = ("PRECISIONS", *(name for name in vars(Backend) if not name.startswith("_") and callable(vars(Backend)[name])))
 
 
 def load_data_fashion_mnist(backend: ModuleType, batch_size: int, resize: int | None = None, root=None, *,
@@ -55,67 +92,6 @@ def load_data_fashion_mnist(backend: ModuleType, batch_size: int, resize: int | 
     train_split, test_split = data.load_splits(root, resize, limit_train, limit_test, download)
     return (backend.loader(train_split, data.BatchSampler(len(train_split[0]), batch_size, True, seed), resize),
             backend.loader(test_split, data.BatchSampler(len(test_split[0]), batch_size, False), resize))
-
-
-def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *,
-          seed: int | None = None, init: str | None = "xavier", run: training.Run | None = None,
-          resume: bool = False, quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0, clip: float | None = None) -> list[dict]:
-    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
-
-    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered";
-    "primed", centered with biases from the first batch; or None to keep the model's weights), plain
-    SGD at ``lr``, mean cross-entropy; per epoch the
-    train loss, train accuracy, test accuracy and examples per second; at the end the book's
-    two lines (unless ``quiet``).
-    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.training`), a progress bar
-    shows live loss and accuracy, and with ``run`` (a :class:`nin.training.Run`) a checkpoint
-    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
-    ``precision="bfloat16"`` computes in bfloat16 (weights and updates stay float32) in the backends
-    whose ``PRECISIONS`` offer it; the default, "float32", is the book's math. ``schedule`` and
-    ``warmup`` set the learning rate of each step (:func:`nin.training.learning_rate`); "constant"
-    with no warm-up is the book's. ``clip`` scales down a step whose gradient norm is larger (None, the
-    book's: plain SGD). A loss (or, with ``run``, a weight) that is NaN or infinite stops
-    the run with :class:`nin.training.Diverged`, before anything non-finite is saved.
-    """
-    training.check_budget(num_epochs, lr)
-    training.check_init(init)
-    training.check_precision(precision, backend.PRECISIONS)
-    training.check_schedule(schedule, warmup)
-    training.check_clip(clip)
-    device = device or backend.default_device()
-    if resume:
-        state = run.resume()
-        backend.set_weights(net, state.weights)
-        seed, init, history, start = state.seed, state.init, state.history, state.next_epoch
-    else:
-        seed = training.new_seed() if seed is None else training.check_seed(seed)
-        backend.init_weights(net, training.weight_init(init), seed)
-        if init == "primed":  # the biases from the first batch of epoch 0 (the sampler replays it below)
-            data.set_epoch(train_iter, 0)
-            first = backend.to_numpy(next(iter(train_iter))[0])
-            backend.set_weights(net, training.primed(backend.get_weights(net), first))
-        history, start = [], 0
-    with backend.trainer(net, device, precision, clip) as step, training.stoppable():
-        for epoch in range(start, num_epochs):
-            backend.seed_epoch(net, training.epoch_seed(seed, epoch))
-            data.set_epoch(train_iter, epoch)
-            meter, bar = training.Meter(), training.progress(train_iter, epoch, num_epochs, quiet)
-            for i, (X, y) in enumerate(bar):
-                rate = training.learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
-                meter.add(*step(X, y, rate))
-                training.check_finite(meter, epoch, i, rate)  # a NaN or infinite loss stops the run
-                training.show(bar, meter)
-                training.check_stop()  # a stop asked by a signal (the CLI's SIGTERM or Ctrl-C) happens here
-            meter.stop()
-            history.append(meter.record(epoch, evaluate_accuracy(backend, net, test_iter, device)))
-            if run is not None:
-                tensors = backend.get_weights(net)
-                training.check_finite_weights(tensors, epoch, i, rate)  # the last good checkpoint stays
-                run.save(tensors, epoch=epoch, seed=seed, init=init, lr=lr, history=history)
-    if not quiet and history:
-        print(training.book_lines(history, str(device)))
-    return history
 
 
 def evaluate_accuracy(backend: ModuleType, net, data_iter, device=None) -> float:
@@ -162,7 +138,7 @@ def _predictions(backend: ModuleType, net, data_iter, device):
         training.check_stop()
 
 
-BOOK_FUNCTIONS = (load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights)
+BOOK_FUNCTIONS = (load_data_fashion_mnist, training.train, evaluate_accuracy, predict, save_weights, load_weights)
 
 
 def bind(module_name: str, functions: tuple = BOOK_FUNCTIONS) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import shlex
 import signal
 import sys
 import time
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nin
 import nin.resources
-from nin import data, presets, spec, training, weights
+from nin import api, data, frameworks, inits, presets, runs, seeds, spec, tables, training, weights
 from nin.export import OPSET
 
 
@@ -27,47 +27,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nin {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        oom = _out_of_memory(err)
+        oom = frameworks.out_of_memory(err)
         if not (oom or isinstance(err, (ValueError, ImportError, OSError))):
             raise
-        message = _one_line(err, oom)
+        message = frameworks.one_line(err, oom)
         if oom:
             message = f"out of memory ({message}); {_OOM_FIX[args.command]}"
-        elif isinstance(err, data.MissingData) and hasattr(args, "data"):
-            message = f"{message.rstrip('.')}; or point --data DIR at them"
+        elif advice := _advice(err, args):
+            message = f"{message.rstrip('.')}; {advice}"
         print(f"nin {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
+def _advice(err: Exception, args) -> str | None:
+    """What to do about the library's error ``err``, in the command line's flags: the library's messages
+    carry the facts (the directory, the other process, the value and its limit) and name no flag."""
+    if isinstance(err, nin.resources.NotEnoughMemory):
+        return _OOM_FIX[args.command]
+    if isinstance(err, data.MissingData) and hasattr(args, "data"):
+        return "or point --data DIR at them"
+    if isinstance(err, runs.RunExists):
+        return f"continue it with --resume {_q(err.directory)}, or choose another --out"
+    if isinstance(err, runs.NoCheckpoint):
+        missing = not (err.directory / runs.CHECKPOINT).is_file()
+        return f"start a run with --out {_q(err.directory)}" if missing else "start a new run with --out"
+    if isinstance(err, presets.DataChanged):
+        return (f"point --data at the run's data, or fork the run onto these: --resume {_q(args.resume)} --out NEW_DIR"
+                f" --data {_q(err.directory)}")
+    if isinstance(err, weights.DamagedWeights | weights.NonFiniteWeights):
+        return ("the run cannot go on from it: start a new run with --out" if args.command == "train"
+                else "give other --weights")
+    if isinstance(err, api.NoExporter):
+        return "export without --via"
+    if isinstance(err, runs.WriteFailed):
+        then = f"continue with --resume {_q(err.directory)}" if (err.directory / runs.CHECKPOINT).is_file() else "again"
+        return f"make room (or fix the permissions), then {then}"
+    if isinstance(err, runs.InUse):
+        return "wait for it to end or stop it, or choose another --out"
+    if isinstance(err, runs.RunError):
+        return "choose another --out"
+    return None
+
+
 #: what to do when a framework runs out of memory, per command
-_OOM_FIX = {"summary": "use a smaller --input-shape", "train": "lower --batch-size or --resize",
+_OOM_FIX = {"summary": "use a smaller --input-shape or --num-classes", "train": "lower --batch-size or --resize",
             "predict": "lower --batch-size or --resize", "resources": "use a smaller --input-shape"}
-_OOM = re.compile(r"out of memory|not enough memory|bad_alloc|\bOOM\b|(failed|unable|can.t|cannot) to allocate|"
-                  r"(can.t|cannot) allocate memory",
-                  re.IGNORECASE)
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_TRACE = re.compile(r'Traceback \(most recent call last\):|File "[^"]*", line \d+')  # MXNet's C++ stack
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """A framework's (or numpy's) out-of-memory error, whatever its class: MemoryError, PyTorch's
-    RuntimeError, TensorFlow's ResourceExhaustedError, MXNet's MXNetError."""
-    name = type(err).__name__
-    return isinstance(err, MemoryError) or "OutOfMemory" in name or "ResourceExhausted" in name or bool(
-        _OOM.search(str(err)))
-
-
-def _one_line(err: BaseException, oom: bool = False) -> str:
-    """The error's message on one line: Keras's bold part of its wrapped message where it wraps one
-    ("Exception encountered when calling ..."), without terminal escape codes or the C++ stack MXNet
-    puts in its messages; for running out of memory, the line that says so."""
-    text = str(err)
-    bold = re.search(r"\x1b\[1m(.*?)\x1b\[0m", text, re.DOTALL)
-    text = _TRACE.sub("", _ANSI.sub("", bold.group(1) if bold else text))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if oom:
-        return next((line for line in lines if _OOM.search(line)), " ".join(lines) or type(err).__name__)[:300]
-    return " ".join(lines)
 
 
 def main_exit() -> None:
@@ -81,36 +85,19 @@ def summary(args: argparse.Namespace) -> int:
     spec.architecture(args.num_classes, num_1x1=args.num_1x1, head=args.head)
     needed = nin.resources.resources(args.input_shape, args.num_classes, num_1x1=args.num_1x1,
                                      head=args.head)["totals"]["predict_bytes"]
-    training.check_memory(needed, f"a forward pass of --input-shape {','.join(map(str, args.input_shape))}",
-                          "use a smaller --input-shape")
+    nin.resources.check_memory(needed, f"a forward pass of --input-shape {','.join(map(str, args.input_shape))}")
     backend = _backend(args.backend)
     net = backend.NiN(num_classes=args.num_classes, in_channels=args.input_shape[1], num_1x1=args.num_1x1,
                     head=args.head)
     layers = backend.summary(net, args.input_shape)
     total = sum(row["params"] for row in layers)
-    if args.json:
-        print(json.dumps({"backend": args.backend, "input_shape": list(args.input_shape),
-                          "num_classes": args.num_classes, "num_1x1": args.num_1x1, "head": args.head,
-                          "layers": layers, "total_params": total}))
-        return 0
-    title = nin.BACKENDS[args.backend][2]
-    print(f"NiN in {title}, input {'x'.join(map(str, args.input_shape))} "
-          f"(shapes as {args.backend} produces them)")
-    width = max(len(row["name"]) for row in layers) + 2
-    print(f"{'layer':<{width}}{'output shape':<24}{'params':>12}")
-    for row in layers:
-        shape = "(" + ", ".join(map(str, row["native_shape"])) + ")"
-        print(f"{row['name']:<{width}}{shape:<24}{row['params']:>12,}")
-    print(f"{'total':<{width}}{'':<24}{total:>12,}")
+    print(json.dumps({"backend": args.backend, "input_shape": list(args.input_shape), "num_classes": args.num_classes,
+                      "num_1x1": args.num_1x1, "head": args.head, "layers": layers, "total_params": total})
+          if args.json else tables.summary(layers, nin.BACKENDS[args.backend][2], args.input_shape, args.backend))
     return 0
 
 
-#: on --resume, what happens to each setting passed: these apply to the run as it goes on...
-RESUME_APPLIES = ("backend", "epochs", "data", "precision")
-#: ...these would change the experiment: refused, unless the run is forked (--resume RUN --out NEW)...
-FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "clip", "limit_train", "limit_test")
-#: ...and these are the checkpoint's (its model, its weights' init, its random draws): always refused
-RUN_KEEPS = ("seed", "init", "num_1x1", "head")
+STOP_GRACE = 10  # seconds a run may go on after SIGTERM or Ctrl-C, inside the framework, before it is ended
 
 
 def train(args: argparse.Namespace) -> int:
@@ -125,11 +112,12 @@ def train(args: argparse.Namespace) -> int:
         config, out, source = _resumed(args) if args.resume is not None else _new(args)
         if config is None:  # a finished run, and nothing asked of it
             return 0
-        history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
+        with training.watchdog(STOP_GRACE, "nin train"):  # if the framework holds on past it: exit, files intact
+            history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
     except KeyboardInterrupt:
-        if out is not None and (Path(out) / training.CHECKPOINT).is_file():
+        if out is not None and (Path(out) / runs.CHECKPOINT).is_file():
             print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
-                  f"python -m nin train --resume {out}", file=sys.stderr)
+                  f"python -m nin train --resume {_q(out)}", file=sys.stderr)
         else:
             print("nin train: interrupted before an epoch finished; nothing was saved", file=sys.stderr)
         return 130
@@ -139,7 +127,7 @@ def train(args: argparse.Namespace) -> int:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     if not args.quiet:
-        print(f"{len(history)} epochs in {out}: {training.METRICS}, {training.CURVES}, {training.CHECKPOINT}")
+        print(f"{len(history)} epochs in {out}: {runs.METRICS}, {runs.CURVES}, {runs.CHECKPOINT}")
     return 0
 
 
@@ -157,45 +145,36 @@ def _new(args: argparse.Namespace) -> tuple[dict, str, None]:
 
 
 def _resumed(args: argparse.Namespace) -> tuple[dict | None, str, str | None]:
-    """The config of the run in ``--resume``, with each flag passed applied or refused, and where it goes on:
-    there, or in ``--out`` (a fork, which reads the run and writes nothing there)."""
+    """The config of the run in ``--resume``, with each flag passed applied or refused (:func:`nin.presets.resumed`),
+    and where it goes on: there, or in ``--out`` (a fork, which reads the run and writes nothing there)."""
     source = args.resume
-    _, meta = training.Run(source, backend="").load()
-    config = _run_config(meta, source)
-    fork = args.out is not None and Path(args.out).resolve() != Path(source).resolve()
-    passed = {key: getattr(args, key) for key in (*RESUME_APPLIES, *FORK_APPLIES, *RUN_KEEPS)
-              if getattr(args, key) is not None}
-    if "data" in passed:
-        passed["data"] = str(Path(passed["data"]).expanduser().resolve())
-    for key, value in passed.items():
-        if key in RESUME_APPLIES or value == config.get(key):
-            continue
-        flag, was = f"--{key.replace('_', '-')} {value}", config.get(key)
-        if key in RUN_KEEPS:
-            raise ValueError(f"{flag}: the run in {source} has {key} {was!r}, which a resumed or forked run keeps "
-                             f"(its model and draws come from the checkpoint); start a new run for another")
-        if not fork:
-            raise ValueError(f"{flag}: the run in {source} has {key} {was!r}, which --resume keeps; to go on "
-                             f"with {flag}, fork the run: --resume {source} --out NEW_DIR {flag}")
-    if passed.get("preset", config["preset"]) != config["preset"]:  # a fork to another preset: its settings
-        settings = presets.resolve(passed["preset"], passed.get("backend", config["backend"]),
-                                   **{key: passed.get(key) for key in presets.SETTINGS if key != "init"})
-        config.update(settings, init=config["init"])  # the weights' init stays the checkpoint's
-    config.update(passed)
-    done = meta["epoch"] + 1
+    fork = args.out is not None and os.path.realpath(args.out) != os.path.realpath(source)
+    given = {key: getattr(args, key) for key in (*presets.RESUME_APPLIES, *presets.FORK_APPLIES, *presets.RUN_KEEPS)
+             if getattr(args, key) is not None}
+    env = {"data": os.environ["NIN_DATA"]} if "data" not in given and os.environ.get("NIN_DATA") else {}
+    try:  # NIN_DATA applies as --data does (the data are checked: presets.fit)
+        config, done = presets.resumed(source, {**given, **env}, fork)
+    except presets.SettingKept as err:
+        flag = f"--{err.key.replace('_', '-')} {err.value}"
+        if err.key in presets.RUN_KEEPS:
+            raise ValueError(f"{flag}: {err}; start a new run for another") from err
+        raise ValueError(f"{flag}: the run in {source} has {err.key} {err.was!r}, which --resume keeps; to go on "
+                         f"with {flag}, fork the run: --resume {_q(source)} --out NEW_DIR {flag}") from err
+    except presets.BadRunSettings as err:
+        raise ValueError(f"{err}; start a new run with --backend and --out") from err
     if config["epochs"] <= done:
-        if "epochs" in passed:
+        if "epochs" in given:
             raise ValueError(f"--epochs {config['epochs']}: the run in {source} has finished {_epochs(done)} already; "
                              f"pass more than {done} to train on")
-        if passed or fork:
+        if given or fork:
             raise ValueError(f"the run in {source} has finished its {_epochs(done)}; pass --epochs {done + 1} or "
                              f"more to train on")
         if not args.quiet:
             print(f"the run in {source} has finished its {_epochs(done)}; pass --epochs {done + 1} or more to train on")
         return None, source, None
-    _check_precision(config, None if "precision" in passed else source)
+    _check_precision(config, None if "precision" in given else source)
     if fork:
-        config["fork_of"] = {"run": str(Path(source).resolve()), "epoch": meta["epoch"]}
+        config["fork_of"] = {"run": str(Path(source).resolve()), "epoch": done - 1}
         return config, args.out, source
     return config, source, None
 
@@ -204,46 +183,24 @@ def _epochs(count: int) -> str:
     return f"{count} epoch{'' if count == 1 else 's'}"
 
 
-def _run_config(meta: dict, source: str) -> dict:
-    """The run's settings, from its checkpoint's ``config`` metadata, checked."""
-    config = meta.get("config")
-    needed = ("backend", "preset", "epochs", "lr", "batch_size", "resize", "init", "data", "limit_train",
-              "limit_test", "seed")
-    try:
-        if not isinstance(config, dict) or not all(key in config for key in needed):
-            raise ValueError(f"'config' is {type(config).__name__}, not an object of the run's settings")
-        config = dict(config)
-        # what runs from before these settings trained with
-        for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "clip": None,
-                           "num_1x1": spec.NUM_1X1, "head": spec.HEAD}.items():
-            config.setdefault(key, value)
-        if config["backend"] not in nin.BACKENDS or config["preset"] not in presets.PRESETS:
-            raise ValueError(f"backend {config['backend']!r}, preset {config['preset']!r}")
-        presets.check(config, memory=False)  # the memory is checked for the settings it goes on with
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{Path(source) / training.CHECKPOINT}: its run settings cannot be read ({err}); "
-                         f"start a new run with --backend and --out") from err
-    return config
-
-
 def _check_precision(config: dict, run: str | None = None) -> None:
-    """The precision is one the backend offers (importing the backend only for another than float32); ``run``:
-    the directory of the resumed run whose precision this is, when --precision was not passed."""
-    precision, name = config["precision"], config["backend"]
-    if precision == "float32" or precision in (offered := nin.backend(name).PRECISIONS):
-        return
-    why = f"the {name} backend computes in {' or '.join(offered)} only"
-    if run is None:
-        raise ValueError(f"--precision {precision}: {why}; pass --precision float32")
-    raise ValueError(f"the run in {run} computes in {precision}, and {why}; go on in float32 with --precision float32")
+    """The precision is one the backend offers (:func:`nin.presets.check_precision`); ``run``: the directory
+    of the resumed run whose precision this is, when --precision was not passed."""
+    try:
+        presets.check_precision(config)
+    except presets.PrecisionNotOffered as err:
+        if run is None:
+            raise ValueError(f"--precision {err.precision}: {err}; pass --precision float32") from err
+        raise ValueError(f"the run in {run} computes in {err.precision}, and {err}; go on in float32 with "
+                         "--precision float32") from err
 
 
 def _diverged(err: training.Diverged, out, config: dict) -> str:
     """The one line for a run whose loss (or weights) stopped being finite."""
     lower = f"{min(config['lr'] / 10, 0.01):g}"
-    if out is not None and (Path(out) / training.CHECKPOINT).is_file():
+    if out is not None and (Path(out) / runs.CHECKPOINT).is_file():
         kept = (f"the last good checkpoint is kept in {out}: fork it with a lower rate, python -m nin train "
-                f"--resume {out} --out NEW_DIR --lr {lower}, or a warm-up (--warmup 1)")
+                f"--resume {_q(out)} --out NEW_DIR --lr {lower}, or a warm-up (--warmup 1)")
     else:
         kept = f"nothing was saved; start again with a lower --lr (e.g. {lower}) or a warm-up (--warmup 1)"
     return (f"{err.what} at epoch {err.epoch + 1}, batch {err.batch + 1} (learning rate {err.lr:.3g}): the run "
@@ -264,18 +221,20 @@ def predict(args: argparse.Namespace) -> int:
         model, meta = {key: getattr(net, key) for key in ("num_classes", "in_channels", "num_1x1", "head")}, {}
     else:
         tensors, meta = weights.load(args.weights)
-        model = weights.model_args(tensors)
+        model, net = weights.model_args(tensors), None
     if (model["num_classes"], model["in_channels"]) != (data.NUM_CLASSES, spec.IN_CHANNELS):
         raise ValueError(f"{args.weights} holds a NiN for {model['num_classes']} classes of "
                          f"{model['in_channels']}-channel images; Fashion-MNIST has {data.NUM_CLASSES} classes of "
                          f"{spec.IN_CHANNELS}-channel images: use weights trained on it")
-    resize = args.resize or _resize_of(meta, args.weights)
+    resize = args.resize or getattr(net, "size", None) or runs.trained_resize(meta)  # net: an ONNX model's
+    if resize is None:
+        raise ValueError(f"{args.weights}: its 'config' metadata is not an object of run settings with an integer "
+                         "resize; pass --resize")
     spec.check_image_size(resize, resize, model["num_classes"])
     spec.check_positive_int("--batch-size", args.batch_size)
     needed = nin.resources.resources((args.batch_size, spec.IN_CHANNELS, resize, resize), num_1x1=model["num_1x1"],
                                      head=model["head"])["totals"]["predict_bytes"]
-    training.check_memory(needed, f"predicting batches of {args.batch_size} images of {resize}x{resize}",
-                          "lower --batch-size or --resize")
+    nin.resources.check_memory(needed, f"predicting batches of {args.batch_size} images of {resize}x{resize}")
     images, labels = data.subset(data.load_split("test", args.data), args.limit)
     if args.backend != ONNXRUNTIME:
         runtime = _backend(args.backend)
@@ -299,55 +258,23 @@ def export(args: argparse.Namespace) -> int:
     path = onnx_export.export(args.weights, args.out, args.opset, backend=args.via, resize=args.resize)
     via = f", via {args.via}'s own exporter" if args.via else ""
     print(f"wrote {path} (opset {args.opset}{via}); check it with: python -m nin predict --backend {ONNXRUNTIME} "
-          f"--weights {path}")
+          f"--weights {_q(path)}{'' if args.resize is None else f' --resize {args.resize}'}")
     return 0
-
-
-def _resize_of(meta: dict, path: str) -> int:
-    """The image size a checkpoint's run trained at; the book's 224 for a weights file without a run."""
-    if "config" not in meta:
-        return spec.BOOK_RESIZE
-    config = meta["config"]
-    if not isinstance(config, dict) or type(config.get("resize", spec.BOOK_RESIZE)) is not int:
-        raise ValueError(f"{path}: its 'config' metadata is not an object of run settings with an integer resize; "
-                         f"pass --resize")
-    return config.get("resize", spec.BOOK_RESIZE)
 
 
 def resources(args: argparse.Namespace) -> int:
     """Print each layer's parameters, MACs, activations and training bytes, with the totals; or one JSON object."""
     found = nin.resources.resources(args.input_shape, args.num_classes, args.batch_size, args.num_1x1, args.head)
-    if args.json:
-        print(json.dumps(found))
-        return 0
-    layers, totals, memory = found["layers"], found["totals"], found["memory"]
-    _, c, h, w = found["input_shape"]
-    print(f"NiN resources: images {c}x{h}x{w}, batch {found['batch_size']}, {args.num_classes} classes, "
-          f"num_1x1={args.num_1x1}, head {args.head}; float32")
-    columns = ("params", "macs", "activations", "train_bytes")
-    print(f"{'layer':<17}{'output shape':<22}" + "".join(f"{title:>16}" for title in ("params", "MACs",
-                                                                                       "activations", "train bytes")))
-    for row in layers:
-        shape = "(" + ", ".join(map(str, row["shape"])) + ")"
-        print(f"{row['name']:<17}{shape:<22}" + "".join(f"{row[col]:>16,}" for col in columns))
-    print(f"{'total':<17}{'':<22}" + "".join(f"{totals[col]:>16,}" for col in columns))
-    print(f"FLOPs (2 x MACs): {totals['flops']:,}")
-    print(f"prediction memory: {totals['predict_bytes']:,} bytes ({_mib(totals['predict_bytes'])}): weights "
-          f"{_mib(memory['weights'])} + image batch {_mib(memory['image_batch'])} + largest operation's input "
-          f"and output {_mib(memory['largest_operation'])}")
-    print(f"training memory: {totals['train_bytes']:,} bytes ({_mib(totals['train_bytes'])}): weights and "
-          f"gradients {_mib(memory['weights'] + memory['gradients'])} + image batch {_mib(memory['image_batch'])} "
-          f"+ activations kept for backward {_mib(memory['kept_for_backward'])} (plain SGD: no optimizer state)")
+    print(json.dumps(found) if args.json else tables.resources(found))
     return 0
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:,.1f} MiB"
+def _q(path) -> str:
+    return shlex.quote(str(path))  # a path in a command to paste: quoted where the shell needs it
 
 
 def _backend(name: str):
-    # TensorFlow logs its start-up to stderr unless told not to; keep that for real errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up logs: stderr is for real errors
     return nin.backend(name)
 
 
@@ -363,9 +290,9 @@ def _input_shape(text: str) -> tuple[int, int, int, int]:
 
 def _seed(text: str) -> int:
     try:
-        return training.check_seed(int(text))
+        return seeds.check_seed(int(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {training.SEED_LIMIT - 1}, "
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {seeds.SEED_LIMIT - 1}, "
                                          f"got {text!r}") from None
 
 
@@ -415,8 +342,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
     p.add_argument("--limit-test", type=int, metavar="N", help="test on the first N images only")
     p.add_argument("--seed", type=_seed, help="makes the run repeatable on the CPU (default: a fresh one, saved); "
-                                               f"0 to {training.SEED_LIMIT - 1}")
-    p.add_argument("--init", choices=training.INITS,
+                                               f"0 to {seeds.SEED_LIMIT - 1}")
+    p.add_argument("--init", choices=inits.INITS,
                    help="convolution weights: xavier (the book's), kaiming (leaves the 2.303 plateau sooner) or "
                         "centered (Kaiming with zero-mean filters: far fewer class units start off for every image) "
                         "or primed (centered, and biases that turn each unit on for half of the first batch: none off)")

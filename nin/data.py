@@ -7,54 +7,29 @@ the ``root`` argument, else the ``NIN_DATA`` environment variable, else
 ``$XDG_CACHE_HOME/nin/fashion-mnist`` (default ``~/.cache/nin/fashion-mnist``).
 
 Every file is checked by its IDX header (magic number, counts, 28x28 images,
-payload length, labels 0..9). Missing files are downloaded by :func:`download`
-from :func:`default_mirrors` (``$NIN_MIRRORS``, else :data:`MIRRORS`); only downloaded bytes
-are checked against the official MD5 sums, and a file appears under its final name
-only once its checksum is right. Every problem with the files raises
-:class:`DataError`, whose message is one line.
-
-The download is a few lines of the standard library rather than pooch: pooch would
-replace only the fetch-and-check of one URL (about ten lines), while the mirror list
-and its per-mirror report, and the directory rules (``NIN_DATA``, the XDG cache), stay
-ours either way; it would add requests, platformdirs and packaging to every install.
+payload length, labels 0..9). Missing files are downloaded by :mod:`nin.download`.
+Every problem with the files raises :class:`DataError`, whose message is one line.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import math
 import os
-import tempfile
-import urllib.parse
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from nin import spec, training
+from nin import seeds, spec
 
-#: Public copies of the files, tried in order unless ``$NIN_MIRRORS`` names others; a file's URL is
-#: mirror + name + ".gz".
-MIRRORS = (
-    "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-)
 #: split -> (images file, labels file), without the ``.gz`` suffix.
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 NAMES = FILES["train"] + FILES["test"]
-#: MD5 of the official ``.gz`` files, checked on download only.
-MD5 = {
-    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
-}
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 #: magic number -> number of dimensions (type 0x08: unsigned byte).
@@ -80,32 +55,22 @@ class MissingData(DataError):
 
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
-    """The directory to look in: ``root``, else ``$NIN_DATA``, else the cache directory."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("NIN_DATA"):
-        return Path(os.environ["NIN_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "nin" / "fashion-mnist"
-
-
-def default_mirrors() -> tuple[str, ...]:
-    """The base URLs to download from, in order: those of ``$NIN_MIRRORS`` (comma-separated), else :data:`MIRRORS`.
-
-    ``NIN_MIRRORS`` replaces the public mirrors, as pip's ``--index-url`` replaces its default index: for a
-    proxy, a cluster's internal mirror, or a public mirror that cannot be reached.
+    """The directory to look in: ``root``, else ``$NIN_DATA``, else the cache directory.
 
     Raises:
-        DataError: if one of its entries is not an http(s) or file URL.
+        DataError: if that path is a symbolic link that leads back to itself.
     """
-    value = os.environ.get("NIN_MIRRORS", "")
-    urls = [url.strip() for url in value.split(",") if url.strip()]
-    for url in urls:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
-            raise DataError(f"NIN_MIRRORS={value!r}: {url!r} is not an http(s) URL; give base URLs separated by "
-                            "commas, such as https://example.org/fashion-mnist/")
-    return tuple(url if url.endswith("/") else url + "/" for url in urls) or MIRRORS
+    if root is not None:
+        path = Path(root).expanduser()
+    elif os.environ.get("NIN_DATA"):
+        path = Path(os.environ["NIN_DATA"]).expanduser()
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nin" / "fashion-mnist"
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as err:  # Python 3.11-3.12: RuntimeError("Symlink loop ..."); later: OSError
+        raise DataError(f"{path}: a symbolic link that leads back to itself ({err})") from err
+    return path
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -182,6 +147,27 @@ def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path
     return _ready(root, NAMES, download)
 
 
+def fingerprint(directory: str | os.PathLike) -> str:
+    """The SHA-256 of the four files in ``directory`` (as found: gzip or raw), in :data:`NAMES` order: the
+    data's identity, which a run records and a resumed run checks."""
+    digest = hashlib.sha256()
+    for name in NAMES:
+        path = _find(Path(directory), name)
+        if path is None:
+            raise MissingData(f"{name}[.gz] is missing in {Path(directory).resolve()}; {_WHERE}",
+                              Path(directory).resolve(), [name])
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source(root: str | os.PathLike | None = None) -> str:
+    """Where :func:`data_dir` finds the files: ``"argument"`` (``root``), ``"NIN_DATA"`` or ``"cache"``."""
+    return "argument" if root is not None else "NIN_DATA" if os.environ.get("NIN_DATA") else "cache"
+
+
 def _ready(root, names, download: bool) -> Path:
     """The data directory, once the files ``names`` are there (downloaded if need be)."""
     directory = data_dir(root)
@@ -189,7 +175,8 @@ def _ready(root, names, download: bool) -> Path:
     if missing:
         reason = "Downloading is turned off."
         if download and not directory.is_dir() and (root is not None or os.environ.get("NIN_DATA")):
-            download, reason = False, "That directory does not exist (only the default cache directory is created)."
+            download, reason = False, ("That is a file, not a directory." if directory.exists() else
+                                       "That directory does not exist (only the default cache directory is created).")
         if download:
             try:
                 _download(directory, missing)
@@ -213,85 +200,10 @@ def _pair(directory: Path, split: str) -> Split:
     return images, labels
 
 
-def download(directory: str | os.PathLike, names=None, mirrors=None, timeout: float = 30) -> list[Path]:
-    """Download the ``.gz`` files ``names`` (default: all four) into ``directory``.
-
-    Each file is fetched from the first of ``mirrors`` (default: :func:`default_mirrors`) that serves
-    it with the official MD5 sum, written to a temporary file, checked, then renamed to its
-    final name: a failed download leaves no file behind.
-
-    Returns:
-        The paths of the downloaded files.
-
-    Raises:
-        DataError: for an unknown name, or a file no mirror served correctly (each mirror's error, on one line).
-    """
-    directory = Path(directory)
-    urls = default_mirrors() if mirrors is None else tuple(mirrors)
-    names = [name.removesuffix(".gz") for name in (NAMES if names is None else names)]
-    unknown = [name for name in names if name not in MD5]
-    if unknown:
-        raise DataError(f"unknown Fashion-MNIST file(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"{directory}: cannot create the data directory ({err}); {_WHERE}") from err
-    paths = []
-    for name in names:
-        final, errors = directory / f"{name}.gz", []
-        for mirror in urls:
-            url = f"{mirror}{name}.gz"
-            try:
-                _fetch(url, final, MD5[name], timeout)
-                break
-            except (OSError, ValueError, http.client.HTTPException) as err:
-                errors.append(f"{url}: {_reason(err)}")
-        else:
-            raise DataError(f"could not download {final.name} into {directory.resolve()} ({'; '.join(errors)})")
-        paths.append(final)
-    return paths
-
-
-def _fetch(url: str, final: Path, md5: str, timeout: float) -> None:
-    """Stream ``url`` into a temporary file next to ``final``, check its MD5, then rename it."""
-    tmp = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".part", delete=False)
-    try:
-        digest, size = hashlib.md5(usedforsecurity=False), 0
-        with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                tmp.write(chunk)
-                size += len(chunk)
-            unread = getattr(response, "length", None)  # http.client ends a short body quietly: its length says so
-        if unread:
-            raise DataError(f"truncated: {size} bytes read, {unread} more expected")
-        if digest.hexdigest() != md5:
-            with open(tmp.name, "rb") as f:
-                start = f.read(16)
-            what = "" if start.startswith(b"\x1f\x8b") else f", and not a gzip file (it starts with {start!r})"
-            raise DataError(f"MD5 {digest.hexdigest()} is not the official {md5}{what}")
-        os.replace(tmp.name, final)
-    finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
-
-
-def _reason(err: Exception) -> str:
-    """What went wrong with one URL, on one line (the OS error behind a URLError, an incomplete read's counts)."""
-    reason = getattr(err, "reason", None)
-    if isinstance(err, http.client.IncompleteRead):
-        text = f"truncated: {len(err.partial)} bytes read, {err.expected} more expected"
-    elif isinstance(err, http.client.RemoteDisconnected):
-        text = f"no answer ({err})"
-    elif isinstance(reason, BaseException):
-        text = str(reason)
-    else:
-        text = str(err) or type(err).__name__
-    return " ".join(text.split())
-
-
 def _download(directory: Path, names: list[str]) -> None:
-    """:func:`download`, for :func:`load_fashion_mnist` whose argument ``download`` hides it."""
+    """:func:`nin.download.download`, for :func:`load_fashion_mnist` whose argument ``download`` hides it."""
+    from nin.download import download
+
     download(directory, names)
 
 
@@ -351,7 +263,7 @@ class BatchSampler:
     def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None):
         spec.check_positive_int("batch_size", batch_size)
         self.num_examples, self.batch_size, self.shuffle = num_examples, batch_size, shuffle
-        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else training.check_seed(seed)
+        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seeds.check_seed(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

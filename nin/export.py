@@ -33,6 +33,10 @@ def _onnx():
         import onnx
     except ImportError as err:
         raise ImportError("ONNX export needs the onnx package: install it with  pip install 'nin[onnx]'") from err
+    if not hasattr(onnx, "ModelProto"):  # a folder named onnx, imported in its place
+        where = getattr(onnx, "__file__", None) or ", ".join(getattr(onnx, "__path__", [])) or "somewhere"
+        raise ImportError(f"'import onnx' found {where}, not the onnx package: a folder or file named onnx in the "
+                          f"working directory (or on PYTHONPATH) hides it; rename it or run from another directory")
     return onnx
 
 
@@ -41,7 +45,7 @@ def build(tensors: dict[str, np.ndarray], opset: int = OPSET, resize: int | None
     images of ``resize`` x ``resize`` (any size from the minimum on, with ``None``).
 
     Raises:
-        ValueError: if ``tensors`` are not the weights of a NiN, or ``opset`` is below :data:`MIN_OPSET`.
+        ValueError: if ``tensors`` are not the weights of a NiN, or ``opset`` is out of range (:func:`_check_opset`).
     """
     _onnx()
     from onnx import TensorProto, helper, numpy_helper
@@ -49,30 +53,28 @@ def build(tensors: dict[str, np.ndarray], opset: int = OPSET, resize: int | None
     _check_opset(opset)
     args = weights.model_args(tensors)
     height, width = _size(resize, args)
-    nodes, initializers, x, b, channels = [], [], INPUT, 0, args["in_channels"]
-    for layer in spec.architecture(args["num_classes"], num_1x1=args["num_1x1"], head=args["head"]):
-        if isinstance(layer, spec.NinBlock):
-            for c, (_, _, kernel, stride, padding) in enumerate(layer.convs(channels)):
-                name = f"blocks.{b}.convs.{c}"
-                initializers += [numpy_helper.from_array(np.ascontiguousarray(tensors[f"{name}.{p}"], np.float32),
-                                                         f"{name}.{p}") for p in ("weight", "bias")]
-                nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [f"{name}.conv"],
-                                              name=f"{name}.conv", kernel_shape=[kernel, kernel],
-                                              strides=[stride, stride], pads=[padding] * 4))
-                nodes.append(helper.make_node("Relu", [f"{name}.conv"], [f"{name}.relu"], name=f"{name}.relu"))
-                x = f"{name}.relu"
-            b, channels = b + 1, layer.out_channels
-        elif isinstance(layer, spec.MaxPool):
-            nodes.append(helper.make_node("MaxPool", [x], [f"maxpool{len(nodes)}"], name=f"maxpool{len(nodes)}",
-                                          kernel_shape=[layer.pool_size] * 2, strides=[layer.strides] * 2))
-            x = nodes[-1].output[0]
-        elif isinstance(layer, spec.GlobalAvgPool):
-            nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="global_avg_pool"))
-            x = "pooled"
-        elif isinstance(layer, spec.Flatten):
-            nodes.append(helper.make_node("Flatten", [x], [OUTPUT], name="flatten", axis=1))
-            x = OUTPUT
-        # spec.Dropout: the identity at inference
+    nodes, initializers = [], []
+
+    def block(layer, convs):
+        for name, _, _, kernel, stride, padding in convs:
+            initializers.extend(numpy_helper.from_array(np.ascontiguousarray(tensors[f"{name}.{p}"], np.float32),
+                                                        f"{name}.{p}") for p in ("weight", "bias"))
+            add("Conv", [f"{name}.weight", f"{name}.bias"], f"{name}.conv", kernel_shape=[kernel, kernel],
+                strides=[stride, stride], pads=[padding] * 4)
+            add("Relu", [], f"{name}.relu")
+
+    def add(op, inputs, name, output=None, **attributes):
+        """A node that takes the last node's output (the model's input for the first) and ``inputs``."""
+        nodes.append(helper.make_node(op, [nodes[-1].output[0] if nodes else INPUT, *inputs], [output or name],
+                                      name=name, **attributes))
+
+    spec.walk({"nin_block": block,
+               "maxpool": lambda layer, _: add("MaxPool", [], f"maxpool{len(nodes)}",
+                                               kernel_shape=[layer.pool_size] * 2, strides=[layer.strides] * 2),
+               # dropout: the identity at inference
+               "global_avg_pool": lambda layer, _: add("GlobalAveragePool", [], "global_avg_pool", "pooled"),
+               "flatten": lambda layer, _: add("Flatten", [], "flatten", OUTPUT, axis=1)},
+              args["num_classes"], args["num_1x1"], args["head"], args["in_channels"])
     graph = helper.make_graph(
         nodes, "nin",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", args["in_channels"], height, width])],
@@ -85,14 +87,20 @@ def build(tensors: dict[str, np.ndarray], opset: int = OPSET, resize: int | None
 
 
 def _check_opset(opset: int) -> None:
+    """An opset from :data:`MIN_OPSET` to the newest the installed onnx package knows (which ONNX Runtime reads),
+    checked before any exporter runs."""
+    newest = _onnx().defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"--opset must be an integer of at least {MIN_OPSET}, got {opset!r}")
+        raise ValueError(f"opset must be an integer of at least {MIN_OPSET}, got {opset!r}")
+    if opset > newest:
+        raise ValueError(f"opset {opset} is newer than the newest the installed onnx {_onnx().__version__} knows, "
+                         f"{newest}")
 
 
 def _size(resize: int | None, args: dict) -> tuple:
     if resize is None:
         return "height", "width"
-    spec.check_positive_int("--resize", resize)
+    spec.check_positive_int("resize", resize)
     spec.check_image_size(resize, resize, args["num_classes"])
     return resize, resize
 
@@ -140,7 +148,7 @@ def export(weights_path: str | os.PathLike, out: str | os.PathLike, opset: int =
     model = build(tensors, opset, resize) if backend is None else via(backend, tensors, opset, resize)
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; give the path of the .onnx file to write")
+        raise ValueError(f"{out} is a directory, not the path of an .onnx file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     weights.atomic_write(out, model.SerializeToString(deterministic=True))
     return out

@@ -36,21 +36,18 @@ import itertools
 
 import numpy
 
-from nin import api, data, missing_framework, spec, training
+from nin import api, data, frameworks, inits, spec
 
-try:
+with frameworks.importing("jax"):
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
-except ImportError as err:
-    raise missing_framework("jax") from err
 
 #: the precisions ``train`` offers (bfloat16: the forward and backward pass in bfloat16, float32 weights)
 PRECISIONS = ("float32", "bfloat16")
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
-           "save_weights", "load_weights"]
+__all__ = api.BOOK_NAMES
 
 
 def nin_block(in_channels: int, out_channels, kernel_size, strides, padding, rngs: nnx.Rngs,
@@ -70,32 +67,33 @@ def nin_block(in_channels: int, out_channels, kernel_size, strides, padding, rng
 
 
 class NiN(nnx.Sequential):
-    """The book's NiN as an ``nnx.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
-    arguments it takes, ``in_channels`` (the images' channels, which ``nnx.Conv`` needs), and the
-    ``nnx.Rngs`` its weights and dropout masks are drawn from (``nnx.Rngs(0)`` when none is given).
-    Inputs are N,H,W,C; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    """The book's NiN as an ``nnx.Sequential`` of ten layers, with ``in_channels`` (the images' channels, which
+    ``nnx.Conv`` needs), the exercises' variants (``num_1x1`` 1x1 convolutions per block, and the last block's
+    ``head``: :func:`nin.spec.head_channels`), and the ``nnx.Rngs`` its weights and dropout masks are drawn
+    from (``nnx.Rngs(0)`` when none is given). Inputs are N,H,W,C; images smaller than
+    :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
                  dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD, *,
                  rngs: nnx.Rngs | None = None):
         spec.check_positive_int("in_channels", in_channels)
+        spec.check_model(num_classes, dropout, num_1x1, head)
         rngs = nnx.Rngs(0) if rngs is None else rngs
-        layers, channels = [], in_channels
-        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
-            if isinstance(layer, spec.NinBlock):
-                layers.append(nin_block(channels, layer.channels, layer.kernel_size, layer.strides,
-                                        layer.padding, rngs, layer.num_1x1))
-                channels = layer.out_channels
-            elif isinstance(layer, spec.MaxPool):
-                layers.append(_MaxPool(layer.pool_size, layer.strides))
-            elif isinstance(layer, spec.Dropout):
-                layers.append(nnx.Dropout(layer.rate, rngs=rngs))
-            elif isinstance(layer, spec.GlobalAvgPool):
-                layers.append(_GlobalAvgPool())
-            elif isinstance(layer, spec.Flatten):
-                layers.append(_Flatten())
-        super().__init__(*layers)
+        super().__init__(
+            nin_block(in_channels, 96, kernel_size=(11, 11), strides=(4, 4), padding=(0, 0), rngs=rngs,
+                      num_1x1=num_1x1),
+            _MaxPool(pool_size=3, strides=2),
+            nin_block(96, 256, kernel_size=(5, 5), strides=(1, 1), padding=(2, 2), rngs=rngs, num_1x1=num_1x1),
+            _MaxPool(pool_size=3, strides=2),
+            nin_block(256, 384, kernel_size=(3, 3), strides=(1, 1), padding=(1, 1), rngs=rngs, num_1x1=num_1x1),
+            _MaxPool(pool_size=3, strides=2),
+            nnx.Dropout(dropout, rngs=rngs),
+            # There are 10 label classes (num_classes); the gradual head narrows to them step by step
+            nin_block(384, spec.head_channels(num_classes, num_1x1, head), kernel_size=(3, 3), strides=(1, 1),
+                      padding=(1, 1), rngs=rngs, num_1x1=num_1x1),
+            _GlobalAvgPool(),  # global average pooling, kept 1x1
+            _Flatten())  # the logits, (batch size, 10)
         self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def __call__(self, X: jax.Array, *, rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
@@ -122,12 +120,12 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     n, c, h, w = input_shape
     X = jax.random.uniform(jax.random.key(0), (n, h, w, c))
     rows = []
-    for layer in net.layers:
+    for layer, kind in zip(net.layers, spec.LAYER_KINDS, strict=True):
         X = layer(X, deterministic=True) if isinstance(layer, nnx.Dropout) else layer(X)
         rows.append({
             "name": type(layer).__name__.lstrip("_"),
-            "kind": _KINDS[type(layer)],
-            "shape": _channels_first(X.shape),
+            "kind": kind,
+            "shape": spec.channels_first(X.shape),
             "native_shape": list(X.shape),
             "params": sum(p.size for p in jax.tree.leaves(nnx.state(layer, nnx.Param))),
         })
@@ -137,7 +135,7 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
 load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from JAX.
+# The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from JAX.
 
 def default_device() -> jax.Device:
     return jax.devices()[0]  # JAX's default backend: a GPU or TPU if there is one, else the CPU
@@ -158,7 +156,7 @@ def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform (Glorot) kernels, or Kaiming-uniform (He) kernels for ReLU, and zero biases
-    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights. The kernels
+    ("centered": then made zero-mean, :func:`nin.inits.centered`); None keeps the weights. The kernels
     are drawn from ``jax.random.key(seed)``, and the dropout streams restart from ``seed``."""
     seed_epoch(net, seed)
     if init is None:
@@ -169,7 +167,7 @@ def init_weights(net: NiN, init: str | None, seed: int) -> None:
         conv.kernel[...] = initializer(key, conv.kernel.shape, jnp.float32)
         conv.bias[...] = jnp.zeros(conv.bias.shape, dtype=jnp.float32)
     if init == "centered":
-        set_weights(net, training.centered(get_weights(net)))
+        set_weights(net, inits.centered(get_weights(net)))
 
 
 def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
@@ -246,9 +244,9 @@ def logits(net: NiN, X: jax.Array, device=None) -> numpy.ndarray:
 def to_onnx(net: NiN, path, opset: int) -> None:
     """JAX has no ONNX exporter of its own, and nin takes no third-party one (jax2onnx's newest release
     needs a newer Flax than the 0.11.2 that runs beside MXNet on numpy 1.26): refused."""
-    raise ValueError("JAX has no ONNX exporter of its own, and jax2onnx's newest release does not install beside "
-                     "the pinned Flax 0.11.2; export without --via: python -m nin export builds the same ONNX model "
-                     "from the weights file, with no framework")
+    raise api.NoExporter("JAX has no ONNX exporter of its own, and jax2onnx's newest release does not install beside "
+                         "the pinned Flax 0.11.2; nin's exporter (nin.export) builds the same ONNX model from the "
+                         "weights file, with no framework")
 
 
 def _dropout_key(net: NiN) -> jax.Array:
@@ -307,22 +305,10 @@ def _to_images(images, resize):
 
 def _convs(net):
     """``(canonical name, nnx.Conv)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net.layers if isinstance(m, nnx.Sequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block.layers if isinstance(m, nnx.Conv)):
-            yield f"blocks.{b}.convs.{c}", conv
+    return spec.named_convs([m for m in block.layers if isinstance(m, nnx.Conv)] for block in net.layers
+                            if isinstance(block, nnx.Sequential))
 
 
 def _pair(value) -> tuple[int, int]:
     """An integer for both spatial axes, or a pair as it is."""
     return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _channels_first(shape) -> list[int]:
-    """NHWC to NCHW; 2-D shapes (after the flatten) are the same in both layouts."""
-    shape = list(shape)
-    return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else shape
-
-
-_KINDS = {nnx.Sequential: "nin_block", _MaxPool: "maxpool", nnx.Dropout: "dropout",
-          _GlobalAvgPool: "global_avg_pool", _Flatten: "flatten"}

@@ -20,64 +20,29 @@ Gluon's side of the framework differences, written down once here:
 - blocks are ``HybridSequential`` rather than the book's ``Sequential``, so that
   ``net.hybridize()`` works; they compute the same.
 - threads: MXNet 1.9 gives OpenMP half the CPUs on x86, taking the other half for
-  hyperthreads, and sets that for the whole process; see :func:`_openmp_threads`.
+  hyperthreads, and sets that for the whole process; :mod:`nin.frameworks` gives it every CPU
+  where there are no hyperthreads, and gives numpy 1.24-1.26 back the ``numpy.bool`` it needs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import warnings
 
 import numpy
 
-from nin import api, data, missing_framework, spec, training
+from nin import api, data, frameworks, inits, spec
 
-# MXNet 1.9.1, the last release, still uses ``numpy.bool``, which numpy 1.24 to 1.26
-# removed (numpy 2 brought it back): give it back before MXNet is imported.
-if "bool" not in vars(numpy):
-    numpy.bool = numpy.bool_
-
-
-def _openmp_threads() -> None:
-    """Give MXNet every CPU where the CPUs have no hyperthreads; call it before ``import mxnet``.
-
-    Unless ``OMP_NUM_THREADS`` is set, MXNet 1.9 on x86 sets OpenMP to half the CPUs for the whole
-    process: right with two hyperthreads per core, but on CPUs without them (``smt/active`` is 0)
-    it trains at half speed (docs/speed.md) and drops PyTorch in the same process to half its threads.
-    ``MXNET_OMP_MAX_THREADS`` overrides that count, for MXNet only.
-    """
-    if "OMP_NUM_THREADS" in os.environ or "MXNET_OMP_MAX_THREADS" in os.environ:
-        return
-    try:
-        with open("/sys/devices/system/cpu/smt/active") as f:
-            if f.read().strip() != "0":
-                return  # hyperthreads: MXNet's half is one thread per core
-    except OSError:
-        return  # not Linux: keep MXNet's choice
-    if "mxnet" in sys.modules:
-        warnings.warn("MXNet was imported before nin.mxnet, so it uses half the CPUs: import nin.mxnet first, "
-                      "or set OMP_NUM_THREADS before Python starts", stacklevel=2)
-        return
-    os.environ["MXNET_OMP_MAX_THREADS"] = str(len(os.sched_getaffinity(0)))
-
-
-_openmp_threads()
-try:
+with frameworks.importing("mxnet"):  # first: the numpy shim and the threads MXNet needs (nin.frameworks)
     import mxnet as mx
     from mxnet import autograd, gluon, np, npx
     from mxnet.gluon import nn
-except ImportError as err:
-    raise missing_framework("mxnet") from err
 
 npx.set_np()
 
 #: the precisions ``train`` offers: MXNet 1.9's bfloat16 (AMP) does not reach numpy-interface Gluon
 PRECISIONS = ("float32",)
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
-           "save_weights", "load_weights"]
+__all__ = api.BOOK_NAMES
 
 
 def nin_block(num_channels, kernel_size: int, strides: int, padding: int,
@@ -95,27 +60,34 @@ def nin_block(num_channels, kernel_size: int, strides: int, padding: int,
 
 
 class NiN(nn.HybridSequential):
-    """The book's NiN as a ``HybridSequential`` of :func:`nin.spec.architecture`'s ten layers, whose
-    arguments it takes, and ``in_channels`` (Gluon infers them; kept to refuse other inputs clearly).
-    Inputs are N,C,H,W; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
-    A model never initialized gets Gluon's default initializer when first used.
+    """The book's NiN as a ``HybridSequential`` of ten layers, with ``in_channels`` (Gluon infers them; kept to
+    refuse other inputs clearly) and the exercises' variants: ``num_1x1`` 1x1 convolutions per block, and the
+    last block's ``head`` (:func:`nin.spec.head_channels`). Inputs are N,C,H,W; images smaller than
+    :func:`nin.spec.min_image_size` get a ``ValueError``. A model never initialized gets Gluon's default
+    initializer when first used.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
                  dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         super().__init__()
         spec.check_positive_int("in_channels", in_channels)
-        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
-            if isinstance(layer, spec.NinBlock):
-                self.add(nin_block(layer.channels, layer.kernel_size, layer.strides, layer.padding, layer.num_1x1))
-            elif isinstance(layer, spec.MaxPool):
-                self.add(nn.MaxPool2D(pool_size=layer.pool_size, strides=layer.strides))
-            elif isinstance(layer, spec.Dropout):
-                self.add(nn.Dropout(layer.rate))
-            elif isinstance(layer, spec.GlobalAvgPool):
-                self.add(nn.GlobalAvgPool2D())
-            elif isinstance(layer, spec.Flatten):
-                self.add(nn.Flatten())
+        spec.check_model(num_classes, dropout, num_1x1, head)
+        self.add(nin_block(96, kernel_size=11, strides=4, padding=0, num_1x1=num_1x1),
+                 nn.MaxPool2D(pool_size=3, strides=2),
+                 nin_block(256, kernel_size=5, strides=1, padding=2, num_1x1=num_1x1),
+                 nn.MaxPool2D(pool_size=3, strides=2),
+                 nin_block(384, kernel_size=3, strides=1, padding=1, num_1x1=num_1x1),
+                 nn.MaxPool2D(pool_size=3, strides=2),
+                 nn.Dropout(dropout),
+                 # There are 10 label classes (num_classes); the gradual head narrows to them step by step
+                 nin_block(spec.head_channels(num_classes, num_1x1, head), kernel_size=3, strides=1, padding=1,
+                           num_1x1=num_1x1),
+                 # The global average pooling layer automatically sets the window shape to the height and
+                 # width of the input
+                 nn.GlobalAvgPool2D(),
+                 # Transform the four-dimensional output into two-dimensional output with a shape of
+                 # (batch size, 10)
+                 nn.Flatten())
         self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def forward(self, X):
@@ -136,11 +108,11 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     spec.check_channels(input_shape[1], net.in_channels)
     X = np.random.uniform(size=tuple(input_shape), ctx=_device(net))
     rows = []
-    for layer in net:
+    for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):
         X = layer(X)
         rows.append({
             "name": layer.name,
-            "kind": _KINDS[type(layer)],
+            "kind": kind,
             "shape": list(X.shape),
             "native_shape": list(X.shape),
             "params": sum(p.data().size for p in layer.collect_params().values()),
@@ -151,7 +123,7 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
 load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from Gluon.
+# The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from Gluon.
 
 def default_device() -> mx.Context:
     return mx.gpu() if mx.context.num_gpus() else mx.cpu()
@@ -174,7 +146,7 @@ def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform weights, or Kaiming-uniform for ReLU, and zero biases (Gluon's default)
-    ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
+    ("centered": then made zero-mean, :func:`nin.inits.centered`); None keeps the weights."""
     mx.random.seed(seed)
     if init is not None:
         kaiming = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=6)  # sqrt(6 / fan_in)
@@ -183,7 +155,7 @@ def init_weights(net: NiN, init: str | None, seed: int) -> None:
         net.initialize(scale[init], force_reinit=True)  # on the CPU; the trainer moves it
     _materialize(net)
     if init == "centered":
-        set_weights(net, training.centered(get_weights(net)))
+        set_weights(net, inits.centered(get_weights(net)))
 
 
 def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
@@ -250,8 +222,8 @@ def logits(net: NiN, X: np.ndarray, device=None) -> numpy.ndarray:
 
 def to_onnx(net: NiN, path, opset: int) -> None:
     """MXNet's own exporter (``mxnet.onnx``) cannot run beside the onnx package nin needs: refused."""
-    raise ValueError("MXNet 1.9.1's own ONNX exporter (mxnet.onnx) imports onnx.mapping, which onnx 1.15 "
-                     "removed; export without --via (nin's exporter reads the same weights)")
+    raise api.NoExporter("MXNet 1.9.1's own ONNX exporter (mxnet.onnx) imports onnx.mapping, which onnx 1.15 "
+                         "removed; nin's exporter (nin.export) reads the same weights")
 
 
 def _batchify(samples, resize: int | None):
@@ -282,11 +254,5 @@ def _device(net) -> mx.Context:
 
 def _convs(net):
     """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net if isinstance(m, nn.HybridSequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2D)):
-            yield f"blocks.{b}.convs.{c}", conv
-
-
-_KINDS = {nn.HybridSequential: "nin_block", nn.MaxPool2D: "maxpool", nn.Dropout: "dropout",
-          nn.GlobalAvgPool2D: "global_avg_pool", nn.Flatten: "flatten"}
+    return spec.named_convs([m for m in block if isinstance(m, nn.Conv2D)] for block in net
+                            if isinstance(block, nn.HybridSequential))

@@ -33,6 +33,9 @@ class Model:
             meta = self.session.get_modelmeta().custom_metadata_map
             self.num_classes, self.in_channels = int(meta["num_classes"]), int(meta["in_channels"])
             self.num_1x1, self.head = int(meta["num_1x1"]), meta["head"]
+            height, width = self.session.get_inputs()[0].shape[2:]
+            #: the height and width a fixed-size export takes (``export --resize``); None where any size will do
+            self.size = height if isinstance(height, int) and height == width else None
         except (KeyError, ValueError) as err:
             raise ValueError(f"{path} is an ONNX model, but not one nin exported (no {err} in its metadata)") from err
         except Exception as err:  # ONNX Runtime raises its own exception types for unreadable files
@@ -50,7 +53,7 @@ load_data_fashion_mnist, evaluate_accuracy, predict = api.bind(
     __name__, (api.load_data_fashion_mnist, api.evaluate_accuracy, api.predict))
 
 
-# The hooks of nin.api.HOOKS that inference needs.
+# The hooks of the protocol nin.api.Backend that inference needs.
 
 def default_device() -> str:
     return "cpu"
@@ -65,7 +68,7 @@ def to_numpy(X: np.ndarray) -> np.ndarray:
 
 
 def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
-    return _Batches(split, sampler, resize)
+    return data.Batches(split, sampler, resize, _batch)
 
 
 def logits(net: Model, X: np.ndarray, device=None) -> np.ndarray:
@@ -75,20 +78,10 @@ def logits(net: Model, X: np.ndarray, device=None) -> np.ndarray:
     return net.session.run(None, {name: np.ascontiguousarray(X, dtype=np.float32)})[0]
 
 
-class _Batches:
-    """Numpy batches ``(X, y)`` of ``split`` in ``sampler``'s order, every time it is iterated."""
-
-    def __init__(self, split: data.Split, sampler: data.BatchSampler, resize: int | None):
-        self.split, self.nin_sampler, self.resize = split, sampler, resize
-
-    def __len__(self) -> int:
-        return len(self.nin_sampler)
-
-    def __iter__(self):
-        images, labels = self.split
-        for indices in self.nin_sampler:
-            X = images[indices].astype(np.float32)[:, None] / 255
-            yield (_resize(X, self.resize) if self.resize else X), labels[indices].astype(np.int64)
+def _batch(images: np.ndarray, labels: np.ndarray, resize: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of :class:`nin.data.Batches`: N,C,H,W float32 images in [0, 1], resized, and int64 labels."""
+    X = images.astype(np.float32)[:, None] / 255
+    return (_resize(X, resize) if resize else X), labels.astype(np.int64)
 
 
 def _resize(X: np.ndarray, size: int) -> np.ndarray:

@@ -15,73 +15,29 @@ PaddlePaddle's side of the framework differences, written down once here:
 - default init: Kaiming-normal kernels (std sqrt(2 / fan_in)), zero biases. The book's ``train_ch6``
   calls ``nn.initializer.XavierUniform(m.weight)``, which builds an initializer and applies it to
   nothing: the book's Paddle runs train from this default, not from Xavier weights.
-- threads: PaddlePaddle's import sets ``OMP_NUM_THREADS`` to 1 in the process's environment, unless it
-  is set, and computes on that many threads: one, and every framework imported after it would read that
-  1 too (PyTorch and MXNet do). nin gives the environment back as it was and gives PaddlePaddle every CPU
-  the process may run on (its affinity), or ``OMP_NUM_THREADS`` when the user set it (1.6x faster on 2 cores).
-- signals: PaddlePaddle's import installs its own handler for SIGTERM below Python's (it prints a stack
-  trace and aborts), so Python's handler never runs; nin gives Python back SIGTERM and SIGINT, so that
-  ``kill`` stops ``nin train`` after its batch, its finished epochs saved, as in every backend.
+- the process: imported after TensorFlow, PaddlePaddle crashes it; its import sets ``OMP_NUM_THREADS`` to 1
+  and puts its own SIGTERM handler below Python's. :mod:`nin.frameworks` refuses the first, and undoes the
+  other two (every CPU for PaddlePaddle, Python's handlers back).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
-import os
-import signal
-import sys
-import threading
-import warnings
-from pathlib import Path
 
 import numpy
 
-from nin import api, data, missing_framework, spec, training
+from nin import api, data, frameworks, inits, spec
 
-# PaddlePaddle 3.3.1 imported after TensorFlow 2.21 crashes the process, not an exception (imported before, it is fine)
-if "tensorflow" in sys.modules and "paddle" not in sys.modules and importlib.util.find_spec("paddle") is not None:
-    raise ImportError("PaddlePaddle crashes the process when it is imported after TensorFlow: import nin.paddle "
-                      "(or paddle) before nin.tf (or tensorflow)")
-
-
-def _users_omp_threads() -> str | None:
-    """``OMP_NUM_THREADS`` as the user set it, or None: read before paddle's import writes its 1 there, or,
-    where paddle was imported first, from the environment the process started with."""
-    if "paddle" not in sys.modules:
-        return os.environ.get("OMP_NUM_THREADS")
-    with contextlib.suppress(OSError):
-        started_with = dict(entry.split(b"=", 1) for entry in Path("/proc/self/environ").read_bytes().split(b"\0")
-                            if b"=" in entry)
-        value = started_with.get(b"OMP_NUM_THREADS")
-        return None if value is None else value.decode()
-    return os.environ.get("OMP_NUM_THREADS")
-
-
-_OMP_NUM_THREADS = _users_omp_threads()
-try:
-    with warnings.catch_warnings():  # paddle's C++-extension helper warns at import that ccache is missing
-        warnings.filterwarnings("ignore", message="No ccache found")
-        import paddle
+with frameworks.importing("paddle"):  # before TensorFlow; then its threads and signal handlers (nin.frameworks)
+    import paddle
     from paddle import nn
     from paddle.nn import functional as F
-except ImportError as err:
-    raise missing_framework("paddle") from err
-
-if _OMP_NUM_THREADS is None:
-    os.environ.pop("OMP_NUM_THREADS", None)
-paddle.base.core.set_num_threads(int(_OMP_NUM_THREADS or len(os.sched_getaffinity(0))))
-if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-    for _signum in (signal.SIGTERM, signal.SIGINT):
-        if signal.getsignal(_signum) is not None:  # None: a handler Python did not install, left alone
-            signal.signal(_signum, signal.getsignal(_signum))  # Python's handler again, below it too
 
 #: the precisions ``train`` offers
 PRECISIONS = ("float32",)
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
-           "save_weights", "load_weights"]
+__all__ = api.BOOK_NAMES
 
 
 def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, padding: int,
@@ -98,29 +54,29 @@ def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, pa
 
 
 class NiN(nn.Sequential):
-    """The book's NiN as an ``nn.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
-    arguments it takes, and ``in_channels`` (the images' channels, which ``nn.Conv2D`` needs).
-    Inputs are N,C,H,W; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    """The book's NiN as an ``nn.Sequential`` of ten layers, with ``in_channels`` (the images' channels, which
+    ``nn.Conv2D`` needs) and the exercises' variants: ``num_1x1`` 1x1 convolutions per block, and the last
+    block's ``head`` (:func:`nin.spec.head_channels`). Inputs are N,C,H,W; images smaller than
+    :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
                  dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         spec.check_positive_int("in_channels", in_channels)
-        layers, channels = [], in_channels
-        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
-            if isinstance(layer, spec.NinBlock):
-                layers.append(nin_block(channels, layer.channels, layer.kernel_size, layer.strides,
-                                        layer.padding, layer.num_1x1))
-                channels = layer.out_channels
-            elif isinstance(layer, spec.MaxPool):
-                layers.append(nn.MaxPool2D(layer.pool_size, stride=layer.strides))
-            elif isinstance(layer, spec.Dropout):
-                layers.append(nn.Dropout(layer.rate))
-            elif isinstance(layer, spec.GlobalAvgPool):
-                layers.append(nn.AdaptiveAvgPool2D((1, 1)))
-            elif isinstance(layer, spec.Flatten):
-                layers.append(nn.Flatten())
-        super().__init__(*layers)
+        spec.check_model(num_classes, dropout, num_1x1, head)
+        super().__init__(
+            nin_block(in_channels, 96, kernel_size=11, strides=4, padding=0, num_1x1=num_1x1),
+            nn.MaxPool2D(3, stride=2),
+            nin_block(96, 256, kernel_size=5, strides=1, padding=2, num_1x1=num_1x1),
+            nn.MaxPool2D(3, stride=2),
+            nin_block(256, 384, kernel_size=3, strides=1, padding=1, num_1x1=num_1x1),
+            nn.MaxPool2D(3, stride=2),
+            nn.Dropout(dropout),
+            # 标签类别数是10: there are 10 label classes (num_classes); the gradual head narrows to them step by step
+            nin_block(384, spec.head_channels(num_classes, num_1x1, head), kernel_size=3, strides=1, padding=1,
+                      num_1x1=num_1x1),
+            nn.AdaptiveAvgPool2D((1, 1)),
+            nn.Flatten())
         self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def forward(self, X: paddle.Tensor) -> paddle.Tensor:
@@ -140,11 +96,11 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     X = paddle.rand(shape=list(input_shape))
     rows = []
     with paddle.no_grad():
-        for layer in net:
+        for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):
             X = layer(X)
             rows.append({
                 "name": layer.__class__.__name__,
-                "kind": _KINDS[type(layer)],
+                "kind": kind,
                 "shape": list(X.shape),
                 "native_shape": list(X.shape),
                 "params": sum(int(numpy.prod(p.shape)) for p in layer.parameters()),
@@ -155,7 +111,7 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
 load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from PaddlePaddle.
+# The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from PaddlePaddle.
 
 def default_device() -> str:
     return "gpu:0" if paddle.device.cuda.device_count() > 0 else "cpu"
@@ -176,7 +132,7 @@ def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform convolution weights (what its ``train_ch6`` means to draw; see the module's
     docstring), or Kaiming-uniform weights for ReLU with zero biases ("centered": then made zero-mean,
-    :func:`nin.training.centered`); None keeps the weights. Biases stay as built (zero) for "xavier"."""
+    :func:`nin.inits.centered`); None keeps the weights. Biases stay as built (zero) for "xavier"."""
     paddle.seed(seed)
     if init is None:
         return
@@ -186,7 +142,7 @@ def init_weights(net: NiN, init: str | None, seed: int) -> None:
         if init != "xavier":
             nn.initializer.Constant(0.0)(conv.bias)
     if init == "centered":
-        set_weights(net, training.centered(get_weights(net)))
+        set_weights(net, inits.centered(get_weights(net)))
 
 
 def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
@@ -239,9 +195,9 @@ def logits(net: NiN, X: paddle.Tensor, device=None) -> numpy.ndarray:
 
 def to_onnx(net: NiN, path, opset: int) -> None:
     """PaddlePaddle exports ONNX through the separate ``paddle2onnx`` package, which nin does not take: refused."""
-    raise ValueError("PaddlePaddle's ONNX export needs the paddle2onnx package, which nin does not install; "
-                     "export without --via: python -m nin export builds the same ONNX model from the weights "
-                     "file, with no framework")
+    raise api.NoExporter("PaddlePaddle's ONNX export needs the paddle2onnx package, which nin does not install; "
+                         "nin's exporter (nin.export) builds the same ONNX model from the weights file, with no "
+                         "framework")
 
 
 def _batch(images: numpy.ndarray, labels: numpy.ndarray, resize: int | None) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -258,11 +214,5 @@ def _batch(images: numpy.ndarray, labels: numpy.ndarray, resize: int | None) -> 
 
 def _convs(net):
     """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net if isinstance(m, nn.Sequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2D)):
-            yield f"blocks.{b}.convs.{c}", conv
-
-
-_KINDS = {nn.Sequential: "nin_block", nn.MaxPool2D: "maxpool", nn.Dropout: "dropout",
-          nn.AdaptiveAvgPool2D: "global_avg_pool", nn.Flatten: "flatten"}
+    return spec.named_convs([m for m in block if isinstance(m, nn.Conv2D)] for block in net
+                            if isinstance(block, nn.Sequential))

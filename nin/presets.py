@@ -12,8 +12,8 @@ choice: ``docs/training.md``):
   map, as at 67: the last block's 3x3 convolution sees one position);
 - ``init="primed"``: Kaiming weights, whose scale keeps the signal (the book's Xavier init
   shrinks it 2.5 to 5 times per block: the loss-2.303 plateau), with every filter after the
-  first made zero-mean (:func:`nin.training.centered`), and every bias set from the first
-  training batch so that each unit starts on for half of it (:func:`nin.training.primed`): no
+  first made zero-mean (:func:`nin.inits.centered`), and every bias set from the first
+  training batch so that each unit starts on for half of it (:func:`nin.inits.primed`): no
   class unit of the last ReLU starts off for every image;
 - ``lr=0.1`` reached after a one-epoch linear warm-up, then a cosine decay to 0;
 - ``clip=5``: a step whose gradient norm is above 5 is scaled down to it (the median norm in the first
@@ -39,7 +39,8 @@ from pathlib import Path
 
 import nin
 import nin.resources
-from nin import spec, training
+from nin import data, inits, runs, seeds, spec, training
+from nin.data import data_dir
 
 #: the settings a preset fixes
 SETTINGS = ("epochs", "lr", "batch_size", "resize", "init", "precision", "schedule", "warmup", "clip")
@@ -53,7 +54,7 @@ PRESETS = {
 
 
 #: How much of a preset to train: the notebooks' ``NIN_BUDGET`` and the learning test
-#: (``tests/test_presets.py``) read these. Each names its preset, the training and test images it keeps
+#: (``tests/test_training.py``) read these. Each names its preset, the training and test images it keeps
 #: (``None``: all of them), the settings it changes, and ``runs``: where a full run is kept, relative to
 #: the repository root (as ``<runs>/<backend>-<preset>-seed<seed>``, the directories
 #: ``benchmarks/accuracy.py`` tabulates), or ``None``.
@@ -113,8 +114,8 @@ def config(backend: str, preset: str = "book", *, seed: int | None = None, data=
     preset and its resolved settings, the data (an absolute path, so that the run can be resumed from
     anywhere), the seed (a fresh one if ``None``) and the variant."""
     return {"backend": backend, "preset": preset, **resolve(preset, backend, **overrides),
-            "data": None if data is None else str(Path(data).expanduser().resolve()), "limit_train": limit_train,
-            "limit_test": limit_test, "seed": training.new_seed() if seed is None else training.check_seed(seed),
+            "data": None if data is None else str(data_dir(data).resolve()), "limit_train": limit_train,
+            "limit_test": limit_test, "seed": seeds.new_seed() if seed is None else seeds.check_seed(seed),
             "num_1x1": num_1x1, "head": head}
 
 
@@ -132,9 +133,9 @@ def check(config: dict, memory: bool = True) -> None:
     training.check_budget(config["epochs"], config["lr"])
     training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0))
     training.check_clip(config.get("clip"))
-    training.check_init(config["init"])
+    inits.check_init(config["init"])
     training.check_precision(config.get("precision", "float32"))
-    training.check_seed(config["seed"])
+    seeds.check_seed(config["seed"])
     spec.check_positive_int("batch_size", config["batch_size"])
     spec.check_image_size(config["resize"], config["resize"])
     for key in ("limit_train", "limit_test"):
@@ -145,21 +146,21 @@ def check(config: dict, memory: bool = True) -> None:
     size, batch = config["resize"], config["batch_size"]
     needed = nin.resources.resources((batch, spec.IN_CHANNELS, size, size), num_1x1=config.get("num_1x1", spec.NUM_1X1),
                                      head=config.get("head", spec.HEAD))["totals"]["train_bytes"]
-    training.check_memory(needed, f"training on batches of {batch} images of {size}x{size}",
-                          "lower --batch-size or --resize")
+    nin.resources.check_memory(needed, f"training on batches of {batch} images of {size}x{size}")
 
 
 def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = False) -> list[dict]:
     """Train the run that ``config`` (from :func:`config`) describes into the directory ``out``
     (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from the
     checkpoint of ``source`` (default ``out``; another directory forks that run into ``out``).
-    The settings are checked first (:func:`check`), then ``out`` is held (:func:`nin.training.claim`)
+    The settings are checked first (:func:`check`), then ``out`` is held (:func:`nin.runs.claim`)
     until the run ends. Returns one record per epoch."""
     check(config)
-    with training.claim(out):
-        run = training.Run(out, config["backend"], config, source=source)
+    with runs.claim(out):
+        run = runs.Run(out, config["backend"], config, source=source)
         if (not resume or run.source != run.directory) and run.checkpoint.exists():
-            raise ValueError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+            raise runs.RunExists(f"{out} already holds a run", Path(out))
+        _check_data(config, resume and run.source == run.directory)
         backend = nin.backend(config["backend"])
         train_iter, test_iter = backend.load_data_fashion_mnist(
             config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
@@ -172,6 +173,30 @@ def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = F
                              clip=config.get("clip"))
 
 
+class DataChanged(ValueError):
+    """A resumed run's data (in ``directory``) are not the data it trained on: their SHA-256 differs."""
+
+    def __init__(self, message: str, directory: Path):
+        super().__init__(message)
+        self.directory = directory
+
+
+def _check_data(config: dict, resumed: bool) -> None:
+    """Record in ``config`` where the data are (``data_dir``), where that came from (``data_from``: the ``data``
+    setting, ``NIN_DATA`` or the cache) and their identity (``data_sha256``, :func:`nin.data.fingerprint`); a
+    resumed run whose data are not those it recorded is refused with :class:`DataChanged` (a fork may change them).
+    A limit larger than its split is recorded as the split's size: what the run uses."""
+    directory = data.locate(config["data"])
+    found = data.fingerprint(directory)
+    if resumed and config.get("data_sha256") not in (None, found):
+        raise DataChanged(f"the data in {directory.resolve()} are not those the run trained on (their SHA-256 "
+                          f"differs from the one it recorded, from {config.get('data_dir')})", directory.resolve())
+    config.update(data_dir=str(directory.resolve()), data_from=data.source(config["data"]), data_sha256=found)
+    for key, split in (("limit_train", "train"), ("limit_test", "test")):  # a limit past the data: all, as used
+        if config[key] is not None and config[key] > (size := len(data.labels(directory, split))):
+            config[key] = size
+
+
 def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, **settings) -> list[dict]:
     """Train a new NiN in ``backend`` with ``preset`` on Fashion-MNIST; ``settings`` are those of
     :func:`config` (``seed``, ``data``, ``epochs``, ``lr``, ...). The run goes to ``out``
@@ -179,3 +204,88 @@ def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, *
     run_config = config(backend, preset, **settings)
     out = out or os.path.join("runs", f"{backend}-{preset}-{run_config['seed']}")
     return fit(run_config, out, quiet=quiet)
+
+
+#: on resume, what happens to each setting given: these apply to the run as it goes on...
+RESUME_APPLIES = ("backend", "epochs", "data", "precision")
+#: ...these would change the experiment: refused, unless the run is forked (it goes on in another directory)...
+FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "clip", "limit_train", "limit_test")
+#: ...and these are the checkpoint's (its model, its weights' init, its random draws): always refused
+RUN_KEEPS = ("seed", "init", "num_1x1", "head")
+
+
+class SettingKept(ValueError):
+    """A setting ``key`` given as ``value`` for a resumed run, which keeps what it ``was``: the run's own
+    (:data:`RUN_KEEPS`), or, unless the run is forked, one that would change the experiment."""
+
+    def __init__(self, message: str, key: str, value, was):
+        super().__init__(message)
+        self.key, self.value, self.was = key, value, was
+
+
+class BadRunSettings(ValueError):
+    """A checkpoint whose run settings cannot be read."""
+
+
+class PrecisionNotOffered(ValueError):
+    """A ``precision`` that the ``backend`` does not offer (``offered``: the ones it does)."""
+
+    def __init__(self, precision: str, backend: str, offered: tuple[str, ...]):
+        super().__init__(f"the {backend} backend computes in {' or '.join(offered)} only")
+        self.precision, self.backend, self.offered = precision, backend, offered
+
+
+def check_precision(config: dict) -> None:
+    """Refuse a precision the config's backend does not offer (the backend is imported only for one other than
+    float32, which every backend offers)."""
+    precision, name = config["precision"], config["backend"]
+    if precision != "float32" and precision not in (offered := nin.backend(name).PRECISIONS):
+        raise PrecisionNotOffered(precision, name, offered)
+
+
+def run_settings(meta: dict, source) -> dict:
+    """A run's settings, from its checkpoint's ``config`` metadata ``meta``, checked (``source``: its directory)."""
+    config = meta.get("config")
+    needed = ("backend", "preset", "epochs", "lr", "batch_size", "resize", "init", "data", "limit_train",
+              "limit_test", "seed")
+    try:
+        if not isinstance(config, dict) or not all(key in config for key in needed):
+            raise ValueError(f"'config' is {type(config).__name__}, not an object of the run's settings")
+        config = dict(config)
+        # what runs from before these settings trained with
+        for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "clip": None,
+                           "num_1x1": spec.NUM_1X1, "head": spec.HEAD}.items():
+            config.setdefault(key, value)
+        if config["backend"] not in nin.BACKENDS or config["preset"] not in PRESETS:
+            raise ValueError(f"backend {config['backend']!r}, preset {config['preset']!r}")
+        check(config, memory=False)  # the memory is checked for the settings it goes on with
+    except (TypeError, ValueError) as err:
+        raise BadRunSettings(f"{Path(source) / runs.CHECKPOINT}: its run settings cannot be read ({err})") from err
+    return config
+
+
+def resumed(source, given: dict, fork: bool = False) -> tuple[dict, int]:
+    """The settings of the run in ``source`` as it goes on, with the settings ``given`` applied, and the number of
+    epochs it has finished. Settings of :data:`RESUME_APPLIES` apply; those of :data:`FORK_APPLIES` only to a
+    ``fork`` (the run going on in another directory); those of :data:`RUN_KEEPS` never: a setting that cannot
+    apply and differs from the run's raises :class:`SettingKept`."""
+    _, meta = runs.Run(source, backend="").load()
+    config = run_settings(meta, source)
+    given = dict(given)
+    if "data" in given:
+        given["data"] = str(data.data_dir(given["data"]).resolve())
+    for key, value in given.items():
+        if key in RESUME_APPLIES or value == config.get(key):
+            continue
+        if key in RUN_KEEPS:
+            raise SettingKept(f"the run in {source} has {key} {config.get(key)!r}, which a resumed or forked run keeps "
+                              f"(its model and draws come from the checkpoint)", key, value, config.get(key))
+        if not fork:
+            raise SettingKept(f"the run in {source} has {key} {config.get(key)!r}, which a resumed run keeps unless it "
+                              f"is forked", key, value, config.get(key))
+    if given.get("preset", config["preset"]) != config["preset"]:  # a fork to another preset: its settings
+        settings = resolve(given["preset"], given.get("backend", config["backend"]),
+                           **{key: given.get(key) for key in SETTINGS if key != "init"})
+        config.update(settings, init=config["init"])  # the weights' init stays the checkpoint's
+    config.update(given)
+    return config, meta["epoch"] + 1

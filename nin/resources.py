@@ -36,7 +36,9 @@ Conventions (also returned by :func:`resources` as ``conventions``):
 
 from __future__ import annotations
 
+import contextlib
 import math
+from pathlib import Path
 
 from nin import spec
 
@@ -129,23 +131,28 @@ def _costs(layer, shape: tuple[int, ...], out: tuple[int, ...]):
 
     ``operations`` lists each forward operation's ``(input, output)`` elements, for prediction.
     """
-    if isinstance(layer, spec.NinBlock):
-        n, _, h, w = out  # the 1x1 convolutions keep the first one's height and width
-        macs, kept, ops, size = 0, 0, [], math.prod(shape)
-        for i, o, k, _, _ in layer.convs(shape[1]):
-            macs += n * h * w * o * k * k * i
-            kept += n * o * h * w  # the ReLU's output
-            ops += [(size, n * o * h * w), (n * o * h * w, n * o * h * w)]  # the convolution, its ReLU
-            size = n * o * h * w
-        return macs, kept, 0, ops
-    size, out_size = math.prod(shape), math.prod(out)
-    if isinstance(layer, spec.MaxPool):
-        return 0, out_size, out_size, [(size, out_size)]
-    if isinstance(layer, spec.Dropout):
-        return 0, out_size + size, 0, [(size, 0)]  # output and mask; at prediction it returns its input
-    if isinstance(layer, spec.GlobalAvgPool):
-        return 0, out_size, 0, [(size, out_size)]
-    return 0, 0, 0, [(size, 0)]  # flatten: a view
+    return _COSTS[layer.kind](layer, shape, out, math.prod(shape), math.prod(out))
+
+
+def _block_costs(layer, shape, out, size, out_size):
+    n, _, h, w = out  # the 1x1 convolutions keep the first one's height and width
+    macs, kept, ops = 0, 0, []
+    for i, o, k, _, _ in layer.convs(shape[1]):
+        macs += n * h * w * o * k * k * i
+        kept += n * o * h * w  # the ReLU's output
+        ops += [(size, n * o * h * w), (n * o * h * w, n * o * h * w)]  # the convolution, its ReLU
+        size = n * o * h * w
+    return macs, kept, 0, ops
+
+
+_COSTS = {
+    "nin_block": _block_costs,
+    "maxpool": lambda layer, shape, out, size, out_size: (0, out_size, out_size, [(size, out_size)]),
+    # output and mask; at prediction it returns its input
+    "dropout": lambda layer, shape, out, size, out_size: (0, out_size + size, 0, [(size, 0)]),
+    "global_avg_pool": lambda layer, shape, out, size, out_size: (0, out_size, 0, [(size, out_size)]),
+    "flatten": lambda layer, shape, out, size, out_size: (0, 0, 0, [(size, 0)]),  # a view
+}
 
 
 def _names(layers) -> list[str]:
@@ -157,3 +164,34 @@ def _names(layers) -> list[str]:
         seen[kind] = seen.get(kind, 0) + 1
         names.append(f"{kind}{seen[kind]}" if kinds.count(kind) > 1 else kind)
     return names
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take: ``MemAvailable`` of ``/proc/meminfo``, or less where a
+    cgroup (a container's limit) leaves less; ``None`` where neither can be read."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        found += [int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")]
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    return min(found) if found else None
+
+
+class NotEnoughMemory(ValueError):
+    """``what`` needs ``needed`` bytes (as this module estimates it), more than the ``available`` bytes."""
+
+    def __init__(self, what: str, needed: int, available: int):
+        self.what, self.needed, self.available = what, needed, available
+        super().__init__(f"{what} needs about {needed / 2**30:,.1f} GiB of memory ({needed:,} bytes, as nin.resources "
+                         f"estimates it), more than the {max(available, 0) / 2**30:,.1f} GiB available")
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Refuse, with :class:`NotEnoughMemory` and before anything is built, what needs more than
+    :func:`available_memory`: ``needed`` bytes (an estimate of this module) for ``what``."""
+    limit = available_memory()
+    if limit is not None and needed > limit:
+        raise NotEnoughMemory(what, needed, limit)

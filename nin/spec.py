@@ -10,6 +10,7 @@ Shapes here are always channels-first: ``(N, C, H, W)`` for images and
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 #: Defaults of the book's model and of every backend's ``NiN`` builder.
@@ -143,20 +144,11 @@ def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, num_1
             ``"one-step"`` (its first convolution does it all), or ``"gradual"`` (exercise 4:
             each of its convolutions narrows by the same factor, 384 -> 114 -> 34 -> 10).
     """
-    check_positive_int("num_classes", num_classes)
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    if isinstance(num_1x1, bool) or num_1x1 not in NUM_1X1_CHOICES:
-        raise ValueError(f"num_1x1 must be one of {', '.join(map(str, NUM_1X1_CHOICES))}, got {num_1x1!r}")
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    check_model(num_classes, dropout, num_1x1, head)
 
     def block(channels, kernel_size, strides, padding):
-        return NinBlock((channels,) * (1 + num_1x1), kernel_size, strides, padding)
+        return NinBlock(block_channels(channels, num_1x1), kernel_size, strides, padding)
 
-    last = block(num_classes, kernel_size=3, strides=1, padding=1)
-    if head == "gradual":
-        last = NinBlock(_geometric(384, num_classes, 1 + num_1x1), kernel_size=3, strides=1, padding=1)
     return (
         block(96, kernel_size=11, strides=4, padding=0),
         MaxPool(pool_size=3, strides=2),
@@ -166,10 +158,63 @@ def architecture(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, num_1
         MaxPool(pool_size=3, strides=2),
         Dropout(dropout),
         # One output channel per class, then global average pooling: no dense layer.
-        last,
+        block(head_channels(num_classes, num_1x1, head), kernel_size=3, strides=1, padding=1),
         GlobalAvgPool(),
         Flatten(),
     )
+
+
+def check_model(num_classes: int = NUM_CLASSES, dropout: float = DROPOUT, num_1x1: int = NUM_1X1,
+                head: str = HEAD) -> None:
+    """Refuse the arguments of a ``NiN`` that :func:`architecture` cannot build, saying which."""
+    check_positive_int("num_classes", num_classes)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(num_1x1, bool) or num_1x1 not in NUM_1X1_CHOICES:
+        raise ValueError(f"num_1x1 must be one of {', '.join(map(str, NUM_1X1_CHOICES))}, got {num_1x1!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+
+
+def head_channels(num_classes: int = NUM_CLASSES, num_1x1: int = NUM_1X1, head: str = HEAD):
+    """The last block's width: ``num_classes`` (the book's one-step head), or for the gradual head
+    (exercise 4) the output channels of each of its convolutions, narrowing from 384 by one factor."""
+    return num_classes if head == "one-step" else _geometric(384, num_classes, 1 + num_1x1)
+
+
+#: the kind of each of the ten top-level layers of :func:`architecture`, in order: every backend's ``NiN``
+#: has its layers in this order (``tests/test_spec.py`` checks it against :func:`architecture`)
+LAYER_KINDS = ("nin_block", "maxpool", "nin_block", "maxpool", "nin_block", "maxpool", "dropout", "nin_block",
+               "global_avg_pool", "flatten")
+
+
+def channels_first(shape) -> list[int]:
+    """A channels-last shape (N,H,W,C) as channels-first (N,C,H,W); 2-D shapes (after the flatten) are the same."""
+    shape = list(shape)
+    return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else shape
+
+
+def walk(on: dict, num_classes: int = NUM_CLASSES, num_1x1: int = NUM_1X1, head: str = HEAD,
+         in_channels: int = IN_CHANNELS) -> list:
+    """Walk the architecture in order, for the framework-free code that follows it layer by layer (the ONNX
+    export, the primed init's numpy forward pass): call ``on[layer.kind](layer, convs)`` for each layer whose
+    kind ``on`` names, where ``convs`` lists a NiN block's convolutions as ``(canonical name, in, out, kernel,
+    stride, padding)`` (empty for the other kinds). Returns what the calls returned, in order."""
+    results, channels, b = [], in_channels, 0
+    for layer in architecture(num_classes, num_1x1=num_1x1, head=head):
+        convs = []
+        if isinstance(layer, NinBlock):
+            convs = [(f"blocks.{b}.convs.{c}", *conv) for c, conv in enumerate(layer.convs(channels))]
+            channels, b = layer.out_channels, b + 1
+        if layer.kind in on:
+            results.append(on[layer.kind](layer, convs))
+    return results
+
+
+def named_convs(blocks) -> list[tuple[str, object]]:
+    """``(canonical name, convolution)`` for each convolution of ``blocks`` (each block: its convolutions, in
+    order), in model order: the names of :func:`weight_shapes`, which a backend's ``_convs`` gives its layers."""
+    return [(f"blocks.{b}.convs.{c}", conv) for b, convs in enumerate(blocks) for c, conv in enumerate(convs)]
 
 
 def block_channels(num_channels, num_1x1: int = NUM_1X1) -> tuple[int, ...]:
@@ -326,6 +371,6 @@ def _conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def check_positive_int(name: str, value) -> None:
-    """Refuse anything but a positive ``int`` (booleans included) for ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Refuse anything but a positive integer (a numpy one too; not a boolean) for ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -10,9 +10,9 @@ Keras's side of the framework differences, written down once here:
 - layout: NHWC (channels last); kernels are kH,kW,I,O. Everything this module
   takes or reports in the neutral description's channels-first layout
   (``input_shape``, summary ``shape``) is converted here, and only here.
-- padding: ``'valid'`` or ``'same'`` rather than integers. NiN only pads by
-  ``(kernel_size - 1) // 2`` at stride 1 with odd kernels, which is exactly
-  ``'same'``; no padding is ``'valid'`` (see :func:`_keras_padding`).
+- padding: ``'valid'`` or ``'same'`` rather than integers, as the book's Keras tab writes
+  them. NiN only pads by ``(kernel_size - 1) // 2`` at stride 1 with odd kernels, which is
+  exactly ``'same'``; no padding is ``'valid'`` (the tests check the shapes against :mod:`nin.spec`).
 - activation: ``activation='relu'`` inside each ``Conv2D``.
 - input channels: inferred at build; ``NiN`` builds itself for ``in_channels``.
 - global pooling: ``GlobalAveragePooling2D(keepdims=True)`` keeps 1x1, then
@@ -26,23 +26,16 @@ import os
 
 import numpy
 
-from nin import api, data, missing_framework, spec, training
+from nin import api, data, frameworks, inits, spec
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-try:
+with frameworks.importing("tf"):  # Keras 3 on TensorFlow (nin.frameworks)
     import tensorflow as tf
     from tensorflow import keras
-except ImportError as err:
-    raise missing_framework("tf") from err
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(f"the 'tf' backend needs Keras on TensorFlow, but Keras runs on "
-                      f"{keras.backend.backend()!r}: unset KERAS_BACKEND or set it to 'tensorflow'")
 
 #: the precisions ``train`` offers (bfloat16 through a Keras dtype policy)
 PRECISIONS = ("float32", "bfloat16")
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
-           "save_weights", "load_weights"]
+__all__ = api.BOOK_NAMES
 
 
 def nin_block(num_channels, kernel_size: int, strides: int, padding: str,
@@ -59,27 +52,30 @@ def nin_block(num_channels, kernel_size: int, strides: int, padding: str,
 
 
 class NiN(keras.Sequential):
-    """The book's NiN as a ``keras.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
-    arguments it takes, and ``in_channels`` (the model is built for them at once).
-    Inputs are N,H,W,C; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    """The book's NiN as a ``keras.Sequential`` of ten layers, built at once for ``in_channels``, with the
+    exercises' variants: ``num_1x1`` 1x1 convolutions per block, and the last block's ``head``
+    (:func:`nin.spec.head_channels`). Inputs are N,H,W,C; images smaller than
+    :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
                  dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
-        super().__init__()
         spec.check_positive_int("in_channels", in_channels)
-        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
-            if isinstance(layer, spec.NinBlock):
-                self.add(nin_block(layer.channels, layer.kernel_size, layer.strides, _keras_padding(layer),
-                                   layer.num_1x1))
-            elif isinstance(layer, spec.MaxPool):
-                self.add(keras.layers.MaxPool2D(pool_size=layer.pool_size, strides=layer.strides))
-            elif isinstance(layer, spec.Dropout):
-                self.add(keras.layers.Dropout(layer.rate))
-            elif isinstance(layer, spec.GlobalAvgPool):
-                self.add(keras.layers.GlobalAveragePooling2D(keepdims=True))
-            elif isinstance(layer, spec.Flatten):
-                self.add(keras.layers.Flatten())
+        spec.check_model(num_classes, dropout, num_1x1, head)
+        super().__init__([
+            nin_block(96, kernel_size=11, strides=4, padding="valid", num_1x1=num_1x1),
+            keras.layers.MaxPool2D(pool_size=3, strides=2),
+            nin_block(256, kernel_size=5, strides=1, padding="same", num_1x1=num_1x1),
+            keras.layers.MaxPool2D(pool_size=3, strides=2),
+            nin_block(384, kernel_size=3, strides=1, padding="same", num_1x1=num_1x1),
+            keras.layers.MaxPool2D(pool_size=3, strides=2),
+            keras.layers.Dropout(dropout),
+            # There are 10 label classes (num_classes); the gradual head narrows to them step by step
+            nin_block(spec.head_channels(num_classes, num_1x1, head), kernel_size=3, strides=1, padding="same",
+                      num_1x1=num_1x1),
+            keras.layers.GlobalAveragePooling2D(keepdims=True),  # the book's Reshape((1, 1, 10)) is not needed
+            keras.layers.Flatten(),
+        ])
         self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
         self.build((None, None, None, in_channels))
 
@@ -102,12 +98,12 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     n, c, h, w = input_shape
     X = tf.random.uniform((n, h, w, c))
     rows = []
-    for layer in net.layers:
+    for layer, kind in zip(net.layers, spec.LAYER_KINDS, strict=True):
         X = layer(X)
         rows.append({
             "name": layer.__class__.__name__,
-            "kind": _KINDS[type(layer)],
-            "shape": _channels_first(X.shape),
+            "kind": kind,
+            "shape": spec.channels_first(X.shape),
             "native_shape": list(X.shape),
             "params": layer.count_params(),
         })
@@ -117,7 +113,7 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
 load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from Keras.
+# The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from Keras.
 
 def default_device() -> str:
     return "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
@@ -157,14 +153,14 @@ def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform (Glorot, Keras's default) kernels, or Kaiming-uniform for ReLU, and zero
-    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights."""
+    biases ("centered": then made zero-mean, :func:`nin.inits.centered`); None keeps the weights."""
     seeds = keras.random.SeedGenerator(seed)
     for _, conv in _convs(net) if init is not None else ():
         initializer = keras.initializers.GlorotUniform if init == "xavier" else keras.initializers.HeUniform
         conv.kernel.assign(initializer(seed=seeds)(conv.kernel.shape))
         conv.bias.assign(numpy.zeros(conv.bias.shape, dtype="float32"))
     if init == "centered":
-        set_weights(net, training.centered(get_weights(net)))
+        set_weights(net, inits.centered(get_weights(net)))
 
 
 def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
@@ -234,7 +230,8 @@ def to_onnx(net: NiN, path, opset: int) -> None:
     try:
         import tf2onnx
     except ImportError as err:
-        raise ImportError("--via tf needs tf2onnx: install it with  pip install tf2onnx") from err
+        raise ImportError("Keras's ONNX exporter is tf2onnx, which is not installed: install it with  "
+                          "pip install tf2onnx") from err
     signature = (tf.TensorSpec((None, net.in_channels, None, None), tf.float32, name="images"),)
     function = tf.function(lambda images: net(tf.transpose(images, (0, 2, 3, 1)), training=False))
     tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
@@ -249,28 +246,5 @@ def _set_precision(net, precision: str) -> None:
 
 def _convs(net):
     """``(canonical name, Conv2D)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net.layers if isinstance(m, keras.Sequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block.layers if isinstance(m, keras.layers.Conv2D)):
-            yield f"blocks.{b}.convs.{c}", conv
-
-
-def _keras_padding(block: spec.NinBlock) -> str:
-    """The neutral description's integer padding as Keras's ``'valid'`` or ``'same'``."""
-    if block.padding == 0:
-        return "valid"
-    if block.strides == 1 and block.kernel_size % 2 == 1 and block.padding == block.kernel_size // 2:
-        return "same"
-    raise ValueError(f"Keras cannot pad {block.padding} around a {block.kernel_size}x"
-                     f"{block.kernel_size} convolution at stride {block.strides} with 'valid' or 'same'")
-
-
-def _channels_first(shape) -> list[int]:
-    """NHWC to NCHW; 2-D shapes (after Flatten) are the same in both layouts."""
-    shape = list(shape)
-    return [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else shape
-
-
-_KINDS = {keras.Sequential: "nin_block", keras.layers.MaxPool2D: "maxpool",
-          keras.layers.Dropout: "dropout", keras.layers.GlobalAveragePooling2D: "global_avg_pool",
-          keras.layers.Flatten: "flatten"}
+    return spec.named_convs([m for m in block.layers if isinstance(m, keras.layers.Conv2D)] for block in net.layers
+                            if isinstance(block, keras.Sequential))

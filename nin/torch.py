@@ -23,20 +23,17 @@ import warnings
 
 import numpy
 
-from nin import api, data, missing_framework, spec, training
+from nin import api, data, frameworks, inits, spec
 
-try:
+with frameworks.importing("torch"):
     import torch
     from torch import nn
     from torch.nn import functional as F
-except ImportError as err:
-    raise missing_framework("torch") from err
 
 #: the precisions ``train`` offers (bfloat16 through ``torch.autocast``)
 PRECISIONS = ("float32", "bfloat16")
 
-__all__ = ["nin_block", "NiN", "summary", "load_data_fashion_mnist", "train", "evaluate_accuracy", "predict",
-           "save_weights", "load_weights"]
+__all__ = api.BOOK_NAMES
 
 
 def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, padding: int,
@@ -53,29 +50,30 @@ def nin_block(in_channels: int, out_channels, kernel_size: int, strides: int, pa
 
 
 class NiN(nn.Sequential):
-    """The book's NiN as an ``nn.Sequential`` of :func:`nin.spec.architecture`'s ten layers, whose
-    arguments it takes, and ``in_channels`` (the images' channels, which ``nn.Conv2d`` needs).
-    Inputs are N,C,H,W; images smaller than :func:`nin.spec.min_image_size` get a ``ValueError``.
+    """The book's NiN as an ``nn.Sequential`` of ten layers, with ``in_channels`` (the images' channels, which
+    ``nn.Conv2d`` needs) and the exercises' variants: ``num_1x1`` 1x1 convolutions per block, and the last
+    block's ``head`` (:func:`nin.spec.head_channels`). Inputs are N,C,H,W; images smaller than
+    :func:`nin.spec.min_image_size` get a ``ValueError``.
     """
 
     def __init__(self, num_classes: int = spec.NUM_CLASSES, in_channels: int = spec.IN_CHANNELS,
                  dropout: float = spec.DROPOUT, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD):
         spec.check_positive_int("in_channels", in_channels)
-        layers, channels = [], in_channels
-        for layer in spec.architecture(num_classes, dropout, num_1x1, head):
-            if isinstance(layer, spec.NinBlock):
-                layers.append(nin_block(channels, layer.channels, layer.kernel_size, layer.strides,
-                                        layer.padding, layer.num_1x1))
-                channels = layer.out_channels
-            elif isinstance(layer, spec.MaxPool):
-                layers.append(nn.MaxPool2d(layer.pool_size, stride=layer.strides))
-            elif isinstance(layer, spec.Dropout):
-                layers.append(nn.Dropout(layer.rate))
-            elif isinstance(layer, spec.GlobalAvgPool):
-                layers.append(nn.AdaptiveAvgPool2d((1, 1)))
-            elif isinstance(layer, spec.Flatten):
-                layers.append(nn.Flatten())
-        super().__init__(*layers)
+        spec.check_model(num_classes, dropout, num_1x1, head)
+        super().__init__(
+            nin_block(in_channels, 96, kernel_size=11, strides=4, padding=0, num_1x1=num_1x1),
+            nn.MaxPool2d(3, stride=2),
+            nin_block(96, 256, kernel_size=5, strides=1, padding=2, num_1x1=num_1x1),
+            nn.MaxPool2d(3, stride=2),
+            nin_block(256, 384, kernel_size=3, strides=1, padding=1, num_1x1=num_1x1),
+            nn.MaxPool2d(3, stride=2),
+            nn.Dropout(dropout),
+            # There are 10 label classes (num_classes); the gradual head narrows to them step by step
+            nin_block(384, spec.head_channels(num_classes, num_1x1, head), kernel_size=3, strides=1, padding=1,
+                      num_1x1=num_1x1),
+            nn.AdaptiveAvgPool2d((1, 1)),
+            # Transform the four-dimensional output into two-dimensional output with a shape of (batch size, 10)
+            nn.Flatten())
         self.num_classes, self.in_channels, self.num_1x1, self.head = num_classes, in_channels, num_1x1, head
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -95,11 +93,11 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
     X = torch.rand(size=tuple(input_shape))
     rows = []
     with torch.no_grad():
-        for layer in net:
+        for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):
             X = layer(X)
             rows.append({
                 "name": layer.__class__.__name__,
-                "kind": _KINDS[type(layer)],
+                "kind": kind,
                 "shape": list(X.shape),
                 "native_shape": list(X.shape),
                 "params": sum(p.numel() for p in layer.parameters()),
@@ -110,7 +108,7 @@ def summary(net: NiN, input_shape=(1, spec.IN_CHANNELS, spec.BOOK_RESIZE, spec.B
 load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_weights = api.bind(__name__)
 
 
-# The hooks of nin.api.HOOKS: what training, evaluation and weights files need from PyTorch.
+# The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from PyTorch.
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -133,7 +131,7 @@ def loader(split: data.Split, sampler: data.BatchSampler, resize: int | None):
 
 def init_weights(net: NiN, init: str | None, seed: int) -> None:
     """The book's Xavier-uniform convolution weights, or Kaiming-uniform weights for ReLU with zero
-    biases ("centered": then made zero-mean, :func:`nin.training.centered`); None keeps the weights.
+    biases ("centered": then made zero-mean, :func:`nin.inits.centered`); None keeps the weights.
     For "xavier" the biases are drawn as PyTorch draws them when it builds the model, first, so that
     a seeded run is the book's ``torch.manual_seed(seed)``, then ``NiN()``, then ``train_ch6``."""
     torch.manual_seed(seed)
@@ -148,7 +146,7 @@ def init_weights(net: NiN, init: str | None, seed: int) -> None:
             nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
         if init == "centered":
-            set_weights(net, training.centered(get_weights(net)))
+            set_weights(net, inits.centered(get_weights(net)))
 
 
 def get_weights(net: NiN) -> dict[str, numpy.ndarray]:
@@ -241,11 +239,5 @@ class _Batches(torch.utils.data.Dataset):
 
 def _convs(net):
     """``(canonical name, Conv2d)`` for each convolution, in model order (see :func:`nin.spec.weight_shapes`)."""
-    blocks = [m for m in net if isinstance(m, nn.Sequential)]
-    for b, block in enumerate(blocks):
-        for c, conv in enumerate(m for m in block if isinstance(m, nn.Conv2d)):
-            yield f"blocks.{b}.convs.{c}", conv
-
-
-_KINDS = {nn.Sequential: "nin_block", nn.MaxPool2d: "maxpool", nn.Dropout: "dropout",
-          nn.AdaptiveAvgPool2d: "global_avg_pool", nn.Flatten: "flatten"}
+    return spec.named_convs([m for m in block if isinstance(m, nn.Conv2d)] for block in net
+                            if isinstance(block, nn.Sequential))

@@ -1,136 +1,35 @@
-"""What every backend's trainer shares, with no framework: seeds, epoch records, the
-progress bar, the book's closing lines, and a run directory (metrics, curves, checkpoint).
+"""The training loop, with no framework: the book's ``train_ch6`` (d2l.ai, section "Network in
+Network") written once, as :func:`train`, over each backend's small hooks (:class:`nin.api.Backend`),
+with its learning-rate schedule, its meter and progress bar, its stop on a signal and its stop on
+divergence.
 
-The backends' ``train`` functions follow the book's ``train_ch6`` (d2l.ai, section
-"Network in Network"): Xavier-uniform initialization of the convolution weights, plain
-SGD, mean cross-entropy, and per epoch the train loss, train accuracy, test accuracy and
-training examples per second. Beyond the book, a run is repeatable and resumable:
-
-- every epoch starts by seeding the framework's random generators from
-  :func:`epoch_seed` ``(seed, epoch)``, so the shuffling and dropout of epoch ``k`` do
-  not depend on whether epochs ``0..k-1`` ran in this process or before a resume;
-- after every epoch, :class:`Run` writes ``checkpoint.safetensors`` (a weights file of
-  :mod:`nin.weights`, with the epoch, seed, optimizer settings, the run's settings and the
-  records so far in its metadata), ``metrics.json`` (``{"config": the run's settings,
-  "history": the records}``) and ``curves.png``, each atomically;
-- :func:`claim` holds the run directory for one process (a lock file with its id), and
-  :class:`Diverged` stops a run whose loss or weights stop being finite, before any
-  non-finite number is written.
+The book's way: Xavier-uniform initialization of the convolution weights, plain SGD, mean
+cross-entropy, and per epoch the train loss, train accuracy, test accuracy and training examples per
+second. Beyond the book, a run is repeatable and resumable: every epoch starts by seeding the
+framework's random generators from :func:`nin.seeds.epoch_seed`, and a :class:`nin.runs.Run` keeps a
+checkpoint after every epoch; :class:`Diverged` stops a run whose loss or weights stop being finite,
+before any non-finite number is written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
 import os
-import secrets
+import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from nin import spec, weights
+from nin import data, inits, runs, seeds, spec
 
-#: the inits of a backend's ``init_weights`` hook; "primed" is "centered" plus biases from the first batch
-WEIGHT_INITS = ("xavier", "kaiming", "centered")
-INITS = (*WEIGHT_INITS, "primed")
 PRECISIONS = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.json"
-CURVES = "curves.png"
-LOCK = ".lock"
 RECORD_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
-#: seeds are integers from 0 to SEED_LIMIT - 1 in every backend (each framework takes them all)
-SEED_LIMIT = 2**31
-
-
-def new_seed() -> int:
-    """A fresh seed for a run that was given none (it is stored, so resuming repeats it)."""
-    return secrets.randbelow(SEED_LIMIT)
-
-
-def check_seed(seed) -> int:
-    """``seed`` is an integer from 0 to :data:`SEED_LIMIT` - 1, the one rule for every backend."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be an integer from 0 to {SEED_LIMIT - 1} (2**31 - 1), got {seed!r}")
-    return int(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed epoch ``epoch`` starts from: a function of the run's seed and the epoch alone."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
-
-
-def check_init(init: str | None) -> str | None:
-    """``init`` is one of :data:`INITS`, or ``None`` to train the weights the model has now."""
-    if init is not None and init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
-    return init
-
-
-def centered(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Canonical weights (kernels O,I,kH,kW) with each filter's mean over its inputs subtracted, in every
-    convolution but the first: the ``"centered"`` init, applied to Kaiming-uniform weights.
-
-    Every convolution after the first takes ReLU outputs, which are positive and alike from one image to
-    the next. A filter with a nonzero mean then gives nearly the same sign for every image, and a class
-    unit of the last ReLU whose sign is negative is off for all images, and may never come back. A
-    zero-mean filter responds to how an image differs from the others, and far fewer class units start
-    off (measured in ``docs/training.md``). The model is unchanged; only its starting weights are.
-    """
-    first = next(iter(spec.weight_shapes()))
-    return {name: w - w.mean(axis=(1, 2, 3), keepdims=True) if name.endswith(".weight") and name != first else w
-            for name, w in tensors.items()}
-
-
-def weight_init(init: str | None) -> str | None:
-    """The init a backend's ``init_weights`` hook draws for ``init``: "primed" starts from "centered"."""
-    return "centered" if init == "primed" else init
-
-
-def primed(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) -> dict[str, np.ndarray]:
-    """``tensors`` (canonical weights) with every convolution's bias set, layer after layer, to minus the
-    median of its output over ``images`` (N,C,H,W, as the model sees them): the ``"primed"`` init.
-
-    Each unit is then on (above 0 after its ReLU) for half of the batch's images and positions, in every
-    layer, so no class unit of the last ReLU starts off for every image, whatever the draw of the weights
-    (``"centered"`` makes such units rarer, not impossible: ``docs/training.md``). It is the bias half of
-    Salimans and Kingma's data-dependent init (2016), with a median in place of the mean; the weights
-    and the model are unchanged. The forward pass is written here once, in numpy, from :mod:`nin.spec`
-    (dropout is the identity; ``chunk`` images at a time bound the memory).
-    """
-    args = weights.model_args(tensors)
-    out, x, b = dict(tensors), np.asarray(images, np.float32), 0
-    spec.check_channels(x.shape[1], args["in_channels"])
-    for layer in spec.architecture(args["num_classes"], num_1x1=args["num_1x1"], head=args["head"]):
-        if isinstance(layer, spec.NinBlock):
-            for c, (_, _, _, stride, padding) in enumerate(layer.convs(x.shape[1])):
-                name = f"blocks.{b}.convs.{c}"
-                z = np.concatenate([_conv(x[i:i + chunk], tensors[f"{name}.weight"], stride, padding)
-                                    for i in range(0, len(x), chunk)])
-                median = np.median(z.transpose(1, 0, 2, 3).reshape(z.shape[1], -1), axis=1)
-                out[f"{name}.bias"] = bias = (-median).astype(tensors[f"{name}.bias"].dtype)
-                x = np.maximum(z + bias[:, None, None], 0)
-            b += 1
-        elif isinstance(layer, spec.MaxPool):
-            k, s = layer.pool_size, layer.strides
-            x = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].max(axis=(4, 5))
-    return out
-
-
-def _conv(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """Cross-correlation of ``x`` (N,C,H,W) with ``w`` (O,C,kH,kW), no bias, as every framework's conv."""
-    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
-    return np.tensordot(windows, w, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
-
-
 def check_precision(precision: str, offered: tuple[str, ...] = PRECISIONS) -> str:
     """``precision`` is one of :data:`PRECISIONS` and one the backend ``offered`` (its ``PRECISIONS``)."""
     if precision not in PRECISIONS:
@@ -175,10 +74,21 @@ def learning_rate(lr: float, schedule: str, warmup: float, num_epochs: int, epoc
     return 0.5 * lr * (1 + math.cos(math.pi * (t - warmup) / (num_epochs - warmup)))
 
 
-def check_budget(num_epochs: int, lr: float) -> None:
+def check_budget(num_epochs: int, lr: float) -> tuple[int, float]:
+    """``num_epochs`` (a positive integer) and ``lr`` (a positive, finite number), as Python numbers."""
     spec.check_positive_int("num_epochs", num_epochs)
-    if not 0 < lr < math.inf:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
+    return int(num_epochs), float(lr)
+
+
+def check_batches(name: str, batches) -> None:
+    """``batches`` (``train_iter`` or ``test_iter``) are batches ``(X, y)`` with a length, and at least one."""
+    if not (hasattr(batches, "__iter__") and hasattr(batches, "__len__")):
+        raise ValueError(f"{name} must be batches (X, y) with a length, as load_data_fashion_mnist returns, "
+                         f"got {type(batches).__name__}")
+    if len(batches) == 0:
+        raise ValueError(f"{name} holds no batches")
 
 
 #: set while ``train`` runs its epochs (:func:`stoppable`), and by :func:`ask_stop`
@@ -205,6 +115,44 @@ def check_stop() -> None:
     if STOP_ASKED.is_set():
         STOP_ASKED.clear()
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def watchdog(grace: float, what: str = "nin"):
+    """The last resort for a process that owns its run (the CLI's): once a signal arrives (SIGTERM, Ctrl-C), if
+    the process has not ended ``grace`` seconds later, because the framework is inside one long native call and
+    Python's handler cannot run until it returns, say so on stderr and exit at once (status 128 + the signal).
+    Every file a run writes is replaced atomically, so its last checkpoint is intact.
+
+    A thread reads the signal numbers that Python's C handler writes to its wakeup file descriptor, which it
+    does at once, whatever the main thread is doing. Main thread only; elsewhere this does nothing."""
+    try:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        yield
+        return
+
+    def watch():
+        while received := os.read(read, 1):
+            if received[0] in (signal.SIGTERM, signal.SIGINT) and not ended.wait(grace):
+                sys.stderr.write(f"{what}: still running {grace:g} s after signal {received[0]}, inside the "
+                                 f"framework; stopped, the last finished epoch's files intact\n")
+                sys.stderr.flush()
+                os._exit(128 + received[0])
+
+    ended = threading.Event()
+    thread = threading.Thread(target=watch, name="nin-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        ended.set()
+        signal.set_wakeup_fd(previous)
+        os.close(write)
+        thread.join(timeout=5)
+        os.close(read)
 
 
 @contextlib.contextmanager
@@ -241,29 +189,6 @@ def check_finite_weights(tensors: dict[str, np.ndarray], epoch: int, batch: int,
     bad = [name for name, t in tensors.items() if not np.isfinite(t).all()]
     if bad:
         raise Diverged(f"the weights became non-finite ({bad[0]})", epoch, batch, lr)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory a new allocation can take: ``MemAvailable`` of ``/proc/meminfo``, or less where a
-    cgroup (a container's limit) leaves less; ``None`` where neither can be read."""
-    found = []
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        found += [int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")]
-    with contextlib.suppress(OSError, ValueError):
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    return min(found) if found else None
-
-
-def check_memory(needed: int, what: str, fix: str) -> None:
-    """Refuse, before anything is built, what needs more than :func:`available_memory`: ``needed`` bytes
-    (an estimate of :mod:`nin.resources`) for ``what``; ``fix`` says what to do."""
-    limit = available_memory()
-    if limit is not None and needed > limit:
-        raise ValueError(f"{what} needs about {needed / 2**30:,.1f} GiB of memory ({needed:,} bytes, as nin.resources "
-                         f"estimates it), more than the {max(limit, 0) / 2**30:,.1f} GiB available; {fix}")
 
 
 class Meter:
@@ -315,166 +240,64 @@ def book_lines(history: list[dict], device: str) -> str:
             f"{speed:.1f} examples/sec on {device}")
 
 
-@dataclass
-class RunState:
-    """A checkpoint's state: what a resumed run starts from."""
+def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *,
+          seed: int | None = None, init: str | None = "xavier", run: runs.Run | None = None,
+          resume: bool = False, quiet: bool = False, precision: str = "float32", schedule: str = "constant",
+          warmup: float = 0, clip: float | None = None) -> list[dict]:
+    """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
-    weights: dict[str, np.ndarray]
-    seed: int
-    init: str | None
-    history: list[dict]
-    next_epoch: int
-
-
-class Run:
-    """A run directory: ``checkpoint.safetensors``, ``metrics.json`` and ``curves.png``.
-
-    Args:
-        directory: where the files go (created if needed).
-        backend: the backend's name, kept in the checkpoint.
-        config: how the run was started (the command line's settings), kept in the checkpoint
-            so that a resumed run goes on with the same data, batch size and seed.
-        source: the run directory a resumed run starts from (default: ``directory``); another one
-            forks that run: it goes on in ``directory``, and ``source`` is only read.
+    The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered";
+    "primed", centered with biases from the first batch; or None to keep the model's weights), plain
+    SGD at ``lr``, mean cross-entropy; per epoch the
+    train loss, train accuracy, test accuracy and examples per second; at the end the book's
+    two lines (unless ``quiet``).
+    Beyond the book: ``seed`` makes a run repeatable (see :mod:`nin.seeds`), a progress bar
+    shows live loss and accuracy, and with ``run`` (a :class:`nin.runs.Run`) a checkpoint
+    is written after every epoch; ``resume=True`` continues from it up to ``num_epochs``.
+    ``precision="bfloat16"`` computes in bfloat16 (weights and updates stay float32) in the backends
+    whose ``PRECISIONS`` offer it; the default, "float32", is the book's math. ``schedule`` and
+    ``warmup`` set the learning rate of each step (:func:`nin.learning_rate`); "constant"
+    with no warm-up is the book's. ``clip`` scales down a step whose gradient norm is larger (None, the
+    book's: plain SGD). A loss (or, with ``run``, a weight) that is NaN or infinite stops
+    the run with :class:`Diverged`, before anything non-finite is saved.
     """
-
-    def __init__(self, directory: str | os.PathLike, backend: str, config: dict | None = None,
-                 source: str | os.PathLike | None = None):
-        self.directory = Path(directory)
-        self.backend = backend
-        self.config = config or {}
-        self.source = self.directory if source is None else Path(source)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.directory / CHECKPOINT
-
-    def load(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The checkpoint's weights and its metadata (``epoch``, ``seed``, ``history``, ``config``, ...).
-
-        Read from ``source``, the run a resumed run starts from.
-
-        Raises:
-            ValueError: when there is no checkpoint, it cannot be read, or its training state is damaged.
-        """
-        path = self.source / CHECKPOINT
-        if not path.is_file():
-            raise ValueError(f"no checkpoint to resume from: {path} does not exist "
-                             f"(start a run with --out {self.source})")
-        tensors, meta = weights.load(path)
-        if "history" not in meta:
-            raise ValueError(f"{path} holds weights but no training state; start a new run with --out")
-        try:
-            check_seed(meta["seed"])
-            check_init(meta["init"])
-            history = meta["history"]
-            ok = (isinstance(history, list) and all(isinstance(r, dict) for r in history)
-                  and type(meta["epoch"]) is int and meta["epoch"] + 1 == len(history))
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{path}: its training state (epoch, seed, init, history) is damaged; "
-                             f"start a new run with --out")
-        return tensors, meta
-
-    def resume(self) -> RunState:
-        """Where the checkpoint left the run, for ``train(resume=True)``."""
-        tensors, meta = self.load()
-        return RunState(tensors, meta["seed"], meta["init"], meta["history"], meta["epoch"] + 1)
-
-    def save(self, tensors: dict[str, np.ndarray], *, epoch: int, seed: int, init: str | None, lr: float,
-             history: list[dict]) -> None:
-        """Write the checkpoint after ``epoch`` (a weights file with the run's state), then the metrics and
-        the curves, each file atomically."""
-        meta = {"epoch": epoch, "seed": seed, "init": init, "lr": lr, "optimizer": "sgd", "history": history,
-                "backend": self.backend, "config": self.config}
-        weights.save(tensors, self.checkpoint, meta)
-        metrics = json.dumps({"config": self.config, "history": history}, indent=1, allow_nan=False) + "\n"
-        weights.atomic_write(self.directory / METRICS, metrics.encode())
-        weights.atomic_write(self.directory / CURVES, curves_png(history, title=f"NiN, {self.backend}"))
-
-
-@contextlib.contextmanager
-def claim(directory: str | os.PathLike):
-    """Hold the run directory ``directory`` for this process while the block runs.
-
-    The directory is created (with its parents) if need be; a file in its place, or a place that
-    cannot be written, is refused with a ``ValueError``. Then the lock file :data:`LOCK` is taken with
-    ``flock`` and this process's id written in it: another process that holds it is named in the
-    ``ValueError``, and a lock left by a process that is gone (killed) is taken over, since the system
-    releases a dead process's locks. Leftover ``.part`` files of a write that was killed are removed.
-    On leaving, the lock file is removed, and so are the directories made here if they are still empty.
-    """
-    import fcntl
-
-    directory = Path(directory)
-    made = [p for p in (directory, *directory.parents) if not p.exists()]
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as err:
-        raise ValueError(f"--out {directory} is a file, not a directory; choose another --out") from err
-    except OSError as err:
-        raise ValueError(f"--out {directory}: cannot create it ({err.strerror}); choose another --out") from err
-    path = directory / LOCK
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            _remove_empty(made)
-            raise ValueError(f"--out {directory}: cannot write there ({err.strerror}); choose another --out") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ValueError(f"{directory} is in use by another run (process {other}, which holds {path}); "
-                             f"wait for it to end or stop it, or choose another --out") from err
-        with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not a lock file its holder removed meanwhile
-                break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        for part in directory.glob(".*.part"):  # from weights.atomic_write, killed mid-write
-            if part.name.startswith(tuple(f".{name}." for name in (CHECKPOINT, METRICS, CURVES))):
-                part.unlink()
-        yield directory
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        os.close(fd)
-        _remove_empty(made)
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    """Remove ``directories`` (the innermost first) while they are empty."""
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-
-
-def curves_png(history: list[dict], title: str = "NiN") -> bytes:
-    """The book's plot (train loss, train accuracy, test accuracy per epoch) as PNG bytes."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.5, 3.2), dpi=100)
-    ax = fig.subplots()
-    epochs = [r["epoch"] + 1 for r in history]
-    for key, style in (("train_loss", "-"), ("train_acc", "m--"), ("test_acc", "g-.")):
-        ax.plot(epochs, [r[key] for r in history], style, label=key.replace("_", " "), marker="o", markersize=3)
-    ax.set_xlabel("epoch")
-    ax.set_title(title)
-    ax.grid(True)
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    num_epochs, lr = check_budget(num_epochs, lr)
+    check_batches("train_iter", train_iter)
+    check_batches("test_iter", test_iter)
+    inits.check_init(init)
+    check_precision(precision, backend.PRECISIONS)
+    check_schedule(schedule, warmup)
+    check_clip(clip)
+    device = device or backend.default_device()
+    if resume:
+        state = run.resume()
+        backend.set_weights(net, state.weights)
+        seed, init, history, start = state.seed, state.init, state.history, state.next_epoch
+    else:
+        seed = seeds.new_seed() if seed is None else seeds.check_seed(seed)
+        backend.init_weights(net, inits.weight_init(init), seed)
+        if init == "primed":  # the biases from the first batch of epoch 0 (the sampler replays it below)
+            data.set_epoch(train_iter, 0)
+            first = backend.to_numpy(next(iter(train_iter))[0])
+            backend.set_weights(net, inits.primed(backend.get_weights(net), first))
+        history, start = [], 0
+    with backend.trainer(net, device, precision, clip) as step, stoppable():
+        for epoch in range(start, num_epochs):
+            backend.seed_epoch(net, seeds.epoch_seed(seed, epoch))
+            data.set_epoch(train_iter, epoch)
+            meter, bar = Meter(), progress(train_iter, epoch, num_epochs, quiet)
+            for i, (X, y) in enumerate(bar):
+                rate = learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
+                meter.add(*step(X, y, rate))
+                check_finite(meter, epoch, i, rate)  # a NaN or infinite loss stops the run
+                show(bar, meter)
+                check_stop()  # a stop asked by a signal (the CLI's SIGTERM or Ctrl-C) happens here
+            meter.stop()
+            history.append(meter.record(epoch, backend.evaluate_accuracy(net, test_iter, device)))
+            if run is not None:
+                tensors = backend.get_weights(net)
+                check_finite_weights(tensors, epoch, i, rate)  # the last good checkpoint stays
+                run.save(tensors, epoch=epoch, seed=seed, init=init, lr=lr, history=history)
+    if not quiet and history:
+        print(book_lines(history, str(device)))
+    return history

@@ -41,6 +41,30 @@ def pytest_configure(config):
         config.option.markexpr = f"({env}) and ({given})" if given else env
 
 
+#: fixtures that make a test one backend's (or every backend's)
+BACKEND_FIXTURES = {"backend", "backend_name", "all_backends"}
+
+
+def covers_a_backend(item) -> bool:
+    """Whether a test exercises a backend: through a backend fixture, a parameter that names a backend, or the
+    ``per_backend`` marker (tests that run every requested backend themselves)."""
+    params = item.callspec.params.values() if hasattr(item, "callspec") else ()
+    return bool(BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker(
+        "per_backend") is not None or any(isinstance(value, str) and value in nin.BACKENDS for value in params)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``NIN_NEUTRAL=0`` (tox's tf, jax and paddle envs) leaves out the tests that exercise no backend (the
+    description, the data files, the docs' links, ...): the torch and mxnet envs run them, with numpy 2 and
+    numpy 1.26, and a third run of the same check tells nothing new."""
+    if os.environ.get("NIN_NEUTRAL", "1") != "0":
+        return
+    neutral = [item for item in items if not covers_a_backend(item)]
+    if neutral:
+        config.hook.pytest_deselected(items=neutral)
+        items[:] = [item for item in items if covers_a_backend(item)]
+
+
 def import_backend(name: str):
     try:
         return nin.backend(name)

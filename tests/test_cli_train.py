@@ -1,4 +1,5 @@
-"""``python -m nin train``: the run directory, interrupting and resuming, and its errors."""
+"""``python -m nin train``: the run directory, the preset it records, interrupting and resuming, and its
+errors."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from nin import cli, training
+from fakedata import make_set
+from nin import cli, presets, runs, training, weights
 from test_cli import run_nin
 
 
@@ -23,7 +26,7 @@ def _args(backend_name, fake, out, *more):
 
 
 def _numbers(path):
-    records = json.loads((path / training.METRICS).read_text())["history"]
+    records = json.loads((path / runs.METRICS).read_text())["history"]
     return [{k: v for k, v in r.items() if k not in ("examples_per_sec", "seconds")} for r in records]
 
 
@@ -48,7 +51,7 @@ def test_interrupted_run_resumes_to_the_same_records(backend_name, backend, fake
     assert _numbers(out) == _numbers(tmp_path / "straight")
     assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
     assert [r["epoch"] for r in _numbers(out)] == [0, 1, 2]
-    assert sorted(os.listdir(out)) == sorted([training.CHECKPOINT, training.METRICS, training.CURVES])
+    assert sorted(os.listdir(out)) == sorted([runs.CHECKPOINT, runs.METRICS, runs.CURVES])
 
 
 def test_kill_keeps_the_finished_epochs(backend_name, backend, fake, tmp_path):
@@ -56,14 +59,14 @@ def test_kill_keeps_the_finished_epochs(backend_name, backend, fake, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nin", *_args(backend_name, fake, out, "--epochs", "1000")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (out / training.METRICS).exists() and time.monotonic() < deadline and proc.poll() is None:
+    while not (out / runs.METRICS).exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"--resume {out}" in err
-    records = json.loads((out / training.METRICS).read_text())["history"]
-    _, meta = training.Run(out, backend_name).load()
+    records = json.loads((out / runs.METRICS).read_text())["history"]
+    _, meta = runs.Run(out, backend_name).load()
     assert len(records) >= 1 and meta["history"][: len(records)] == records[: len(meta["history"])]
 
 
@@ -108,23 +111,23 @@ def test_corrupt_data_file_is_named(backend_name, backend, fake, tmp_path, capsy
 def test_existing_run_is_not_overwritten(backend_name, backend, fake, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_args(backend_name, fake, out, "--epochs", "1")) == 0
-    before = (out / training.CHECKPOINT).read_bytes()
+    before = (out / runs.CHECKPOINT).read_bytes()
     assert cli.main(_args(backend_name, fake, out, "--epochs", "1")) == 1
     assert f"continue it with --resume {out}" in capsys.readouterr().err
-    assert (out / training.CHECKPOINT).read_bytes() == before
+    assert (out / runs.CHECKPOINT).read_bytes() == before
 
 
 def test_predict_reports_the_runs_test_accuracy(backend_name, backend, fake, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_args(backend_name, fake, out, "--epochs", "1")) == 0
     capsys.readouterr()
-    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),
+    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / runs.CHECKPOINT),
                      "--data", fake, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    record = json.loads((out / training.METRICS).read_text())["history"][-1]
+    record = json.loads((out / runs.METRICS).read_text())["history"][-1]
     assert result["resize"] == 67 and result["images"] == 32 == len(result["predictions"])
     assert result["accuracy"] == record["test_acc"]  # the same weights on the same test images
-    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / training.CHECKPOINT),
+    assert cli.main(["predict", "--backend", backend_name, "--weights", str(out / runs.CHECKPOINT),
                      "--data", fake, "--limit", "10"]) == 0
     assert capsys.readouterr().out.startswith("test acc ")
 
@@ -153,3 +156,36 @@ def test_a_stop_asked_by_a_signal_waits_for_the_batch_and_a_second_one_does_not(
         with pytest.raises(KeyboardInterrupt):
             training.ask_stop()  # a second signal before the batch ends: at once
         training.check_stop()
+
+
+def _config(path: Path) -> tuple[dict, dict]:
+    """The config in ``metrics.json`` and in the checkpoint."""
+    return json.loads((path / runs.METRICS).read_text())["config"], weights.load(path / runs.CHECKPOINT)[1][
+        "config"]
+
+
+def test_cli_records_the_preset_and_resume_keeps_it(backend_name, backend, tmp_path):
+    make_set(tmp_path / "data", n_train=48, n_test=32)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--backend", backend_name, "--preset", "cpu", "--data", str(tmp_path / "data"),
+                     "--resize", "67", "--batch-size", "16", "--epochs", "2", "--warmup", "0.5", "--seed", "3",
+                     "--out", str(out), "--quiet"]) == 0
+    expected = dict(presets.resolve("cpu", backend_name), resize=67, batch_size=16, epochs=2, warmup=0.5)
+    in_metrics, in_checkpoint = _config(out)
+    assert in_metrics == in_checkpoint
+    assert in_metrics["preset"] == "cpu" and in_metrics["seed"] == 3 and in_metrics["backend"] == backend_name
+    assert {key: in_metrics[key] for key in presets.SETTINGS} == expected
+    assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    resumed, _ = _config(out)
+    assert resumed == dict(in_metrics, epochs=3)
+    assert len(json.loads((out / runs.METRICS).read_text())["history"]) == 3
+
+
+def test_cli_book_preset_is_the_default(tmp_path, backend_name):
+    make_set(tmp_path / "data", n_train=16, n_test=16)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--backend", backend_name, "--data", str(tmp_path / "data"), "--resize", "67",
+                     "--epochs", "1", "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    config, _ = _config(out)
+    assert config["preset"] == "book"
+    assert {key: config[key] for key in presets.SETTINGS} == dict(presets.PRESETS["book"], resize=67, epochs=1)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import nin
-from nin import cli, spec
+from nin import cli, runs, spec
 
 pytestmark = pytest.mark.cross
 NATIVE_LAYOUT = {"mxnet": "NCHW", "torch": "NCHW", "tf": "NHWC", "jax": "NHWC", "paddle": "NCHW"}
@@ -64,7 +64,6 @@ def test_loaders_give_the_same_batches(all_backends, tmp_path):
 
 def test_a_run_goes_on_in_another_framework(all_backends, tmp_path, capsys):
     from fakedata import make_set
-    from nin import training
 
     make_set(tmp_path / "data", n_train=32, n_test=16)
     out = str(tmp_path / "run")
@@ -72,5 +71,5 @@ def test_a_run_goes_on_in_another_framework(all_backends, tmp_path, capsys):
     assert cli.main(["train", "--backend", "torch", "--epochs", "1", "--out", out, "--seed", "1", *common]) == 0
     for epochs, backend in ((2, "tf"), (3, "mxnet"), (4, "jax")):
         assert cli.main(["train", "--resume", out, "--backend", backend, "--epochs", str(epochs), "--quiet"]) == 0
-        _, meta = training.Run(out, backend).load()
+        _, meta = runs.Run(out, backend).load()
         assert meta["backend"] == backend and [r["epoch"] for r in meta["history"]] == list(range(epochs))

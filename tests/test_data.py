@@ -1,28 +1,20 @@
-"""nin.data: reading, checking and downloading Fashion-MNIST's IDX files, with no network.
+"""nin.data: reading and checking Fashion-MNIST's IDX files, with no network.
 
-Every test writes small synthetic IDX files in ``tmp_path``; downloads are served by a
-fake ``urllib.request.urlopen`` (and by a real HTTP server on loopback in ``tests/test_download.py``).
+Every test writes small synthetic IDX files in ``tmp_path`` (downloading them: ``tests/test_download.py``).
 One test reads the real files, found as a user's run finds them (the ``real_data`` fixture).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
-import os
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fakedata import idx, images, labels, make_set, write
 from nin import data
-
-M1, M2 = "https://mirror-one.invalid/", "https://mirror-two.invalid/"
 
 
 @pytest.fixture(autouse=True)
@@ -206,140 +198,6 @@ def test_missing_directory_without_download(tmp_path):
         data.load_fashion_mnist(tmp_path / "nowhere", download=False)
     assert all(name in str(err.value) for name in data.NAMES)
     assert not (tmp_path / "nowhere").exists()
-
-
-class Response(io.BytesIO):
-    """What the fake ``urlopen`` serves; records whether the final file existed while it was read."""
-
-    def __init__(self, payload: bytes, final: Path, fail_after: int | None = None):
-        super().__init__(payload)
-        self.final, self.fail_after, self.final_seen = final, fail_after, []
-
-    def read(self, size=-1):
-        self.final_seen.append(self.final.exists())
-        if self.fail_after is not None and self.tell() >= self.fail_after:
-            raise ConnectionResetError("connection reset by peer")
-        return super().read(min(size, 100) if size > 0 else size)
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """Install a fake ``urlopen`` serving ``{url: bytes | exception | Response}``; returns the calls."""
-    calls = []
-
-    def install(table: dict):
-        def urlopen(url, timeout=None):
-            calls.append((url, timeout))
-            if url not in table:
-                raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
-            item = table[url]
-            if isinstance(item, Exception):
-                raise item
-            return item if isinstance(item, Response) else io.BytesIO(item)
-
-        monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-        return calls
-
-    return install
-
-
-def checksums(monkeypatch, payloads: dict) -> None:
-    for name, payload in payloads.items():
-        monkeypatch.setitem(data.MD5, name, hashlib.md5(payload).hexdigest())
-
-
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part") or p.name.startswith("."))
-
-
-def test_download_lands_atomically(tmp_path, monkeypatch, serve):
-    name = "train-images-idx3-ubyte"
-    payload = gzip.compress(idx(images(3)))
-    checksums(monkeypatch, {name: payload})
-    final = tmp_path / "new" / f"{name}.gz"
-    response = Response(payload, final)
-    calls = serve({f"{M1}{name}.gz": response})
-    assert data.download(tmp_path / "new", [name], mirrors=(M1, M2), timeout=7) == [final]
-    assert calls == [(f"{M1}{name}.gz", 7)]
-    assert len(response.final_seen) > 5 and not any(response.final_seen)  # streamed; no final file meanwhile
-    assert final.read_bytes() == payload
-    assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
-    np.testing.assert_array_equal(data.read_idx(final), images(3))
-
-
-def test_load_downloads_only_missing_files(tmp_path, monkeypatch, serve):
-    arrays = make_set(tmp_path, gz=False)
-    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    payload = gzip.compress(idx(arrays["t10k-labels-idx1-ubyte"]))
-    checksums(monkeypatch, {"t10k-labels-idx1-ubyte": payload})
-    calls = serve({f"{data.MIRRORS[0]}t10k-labels-idx1-ubyte.gz": payload})
-    check_loaded(data.load_fashion_mnist(tmp_path), arrays)
-    assert calls == [(f"{data.MIRRORS[0]}t10k-labels-idx1-ubyte.gz", 30)]
-    assert (tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes() == payload
-
-
-def test_mirrors_are_the_public_ones():
-    assert data.MIRRORS == ("https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/")
-    assert data.MD5["train-images-idx3-ubyte"] == "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
-    assert sorted(data.MD5) == sorted(data.NAMES)
-
-
-def test_bad_checksum_falls_back_to_second_mirror(tmp_path, monkeypatch, serve):
-    name = "t10k-images-idx3-ubyte"
-    good = gzip.compress(idx(images(3)))
-    checksums(monkeypatch, {name: good})
-    calls = serve({f"{M1}{name}.gz": gzip.compress(idx(images(3, seed=9))), f"{M2}{name}.gz": good})
-    data.download(tmp_path, [f"{name}.gz"], mirrors=(M1, M2))
-    assert [url for url, _ in calls] == [f"{M1}{name}.gz", f"{M2}{name}.gz"]
-    assert (tmp_path / f"{name}.gz").read_bytes() == good
-    assert leftovers(tmp_path) == []
-
-
-def test_broken_connection_falls_back_to_second_mirror(tmp_path, monkeypatch, serve):
-    name = "t10k-images-idx3-ubyte"
-    good = gzip.compress(idx(images(3)))
-    checksums(monkeypatch, {name: good})
-    final = tmp_path / f"{name}.gz"
-    serve({f"{M1}{name}.gz": Response(good, final, fail_after=300), f"{M2}{name}.gz": good})
-    data.download(tmp_path, [name], mirrors=(M1, M2))
-    assert final.read_bytes() == good and leftovers(tmp_path) == []
-
-
-def test_all_mirrors_bad_leaves_nothing(tmp_path, monkeypatch, serve):
-    name = "train-images-idx3-ubyte"
-    checksums(monkeypatch, {name: b"the real bytes"})
-    serve({f"{M1}{name}.gz": b"wrong bytes", f"{M2}{name}.gz": b"other wrong bytes"})
-    with pytest.raises(data.DataError) as err:
-        data.download(tmp_path, [name], mirrors=(M1, M2))
-    message = str(err.value)
-    assert f"could not download {name}.gz into {tmp_path.resolve()}" in message
-    assert f"{M1}{name}.gz: MD5 {hashlib.md5(b'wrong bytes').hexdigest()} is not the official" in message
-    assert f"{M2}{name}.gz: MD5 {hashlib.md5(b'other wrong bytes').hexdigest()} is not the official" in message
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_offline_fails_fast(tmp_path, serve):
-    make_set(tmp_path)
-    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
-    calls = serve({url: urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-                   for url in (f"{m}train-images-idx3-ubyte.gz" for m in data.MIRRORS)})
-    start = time.monotonic()
-    with pytest.raises(data.DataError) as err:
-        data.load_fashion_mnist(tmp_path)
-    assert time.monotonic() - start < 1
-    message = str(err.value)
-    assert f"missing in {tmp_path.resolve()}: train-images-idx3-ubyte[.gz]. " in message and "\n" not in message
-    assert "Downloading them failed: could not download" in message
-    assert "NIN_DATA" in message and "NIN_MIRRORS" in message and "--" not in message
-    assert message.count("Temporary failure in name resolution") == 2
-    assert [url for url, _ in calls] == [f"{m}train-images-idx3-ubyte.gz" for m in data.MIRRORS]
-    assert sorted(os.listdir(tmp_path)) == sorted(f"{n}.gz" for n in data.NAMES if n != "train-images-idx3-ubyte")
-
-
-def test_download_refuses_unknown_names(tmp_path):
-    with pytest.raises(data.DataError, match="unknown Fashion-MNIST file.*cifar"):
-        data.download(tmp_path, ["cifar"])
 
 
 def test_real_fashion_mnist(real_data):

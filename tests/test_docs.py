@@ -394,7 +394,7 @@ def test_skip_markers_give_a_reason_and_precede_a_fence():
 
 
 def test_readme_stays_short():
-    """The README says what nin is, how to start and what it reaches, and links to the rest (issue 12)."""
+    """The README says what nin is, how to start and what it reaches, and links to the rest: a first screen."""
     assert len((ROOT / "README.md").read_text(encoding="utf-8")) <= 10_000, "move the details to docs/"
 
 

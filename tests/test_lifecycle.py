@@ -1,4 +1,4 @@
-"""A run's life from the command line (issue 15): resuming and forking, the run directory and its lock,
+"""A run's life from the command line: resuming and forking, the run directory and its lock,
 divergence, memory, interrupts, and the one-line errors of what is left. Each case asserts the exit
 status, the one line on stderr (no traceback) and, where files were there before, that none changed."""
 
@@ -19,7 +19,7 @@ import pytest
 
 import nin
 from fakedata import make_set
-from nin import cli, presets, spec, training, weights
+from nin import cli, presets, runs, spec, training, weights
 from test_cli import run_nin
 from test_cli_train import _args
 
@@ -62,18 +62,18 @@ def checkpoint(out, fake, done=1, epochs=2, config_meta=None, **settings) -> dic
     history = [{"epoch": e, "train_loss": 2.3, "train_acc": 0.1, "test_acc": 0.1, "examples_per_sec": 10.0,
                 "seconds": 1.0} for e in range(done)]
     tensors = {name: np.zeros(shape, np.float32) for name, shape in spec.weight_shapes().items()}
-    run = training.Run(out, config["backend"], config if config_meta is None else config_meta)
+    run = runs.Run(out, config["backend"], config if config_meta is None else config_meta)
     run.save(tensors, epoch=done - 1, seed=config["seed"], init=config["init"], lr=config["lr"], history=history)
     return config
 
 
 def _records(out) -> list[dict]:
-    text = (Path(out) / training.METRICS).read_text()
+    text = (Path(out) / runs.METRICS).read_text()
     return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))["history"]
 
 
 def _config(out) -> dict:
-    return weights.load(Path(out) / training.CHECKPOINT)[1]["config"]
+    return weights.load(Path(out) / runs.CHECKPOINT)[1]["config"]
 
 
 # 1. --resume applies what it can and refuses the rest, naming the flag and the run's value
@@ -180,7 +180,8 @@ def test_out_that_cannot_be_a_directory_is_refused_at_once(where, message, fake,
     before = sums(tmp_path)
     result = run_nin(*_args("torch", fake, tmp_path / where), prelude=NO_FRAMEWORK)
     line = one_line(result.stderr)
-    assert result.returncode == 1 and message in line and f"--out {tmp_path / where}" in line
+    assert result.returncode == 1 and f"{tmp_path / where}" in line and message in line
+    assert line.endswith("; choose another --out")
     assert sums(tmp_path) == before
 
 
@@ -198,9 +199,9 @@ def test_a_second_run_into_a_busy_out_is_refused_and_a_killed_runs_lock_is_taken
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not (out / training.METRICS).exists() and time.monotonic() < deadline and first.poll() is None:
+        while not (out / runs.CHECKPOINT).exists() and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.1)
-        assert (out / training.LOCK).read_text().strip() == str(first.pid)
+        assert (out / runs.LOCK).read_text().strip() == str(first.pid)
         for args in (_args(backend_name, fake, out, "--epochs", "1"), ["train", "--resume", str(out), "--quiet"]):
             start = time.monotonic()
             second = subprocess.run([sys.executable, "-m", "nin", *args], capture_output=True, text=True, timeout=120)
@@ -210,12 +211,12 @@ def test_a_second_run_into_a_busy_out_is_refused_and_a_killed_runs_lock_is_taken
     finally:
         first.kill()  # SIGKILL: its lock file stays behind, with no process holding it
         first.communicate(timeout=60)
-    assert (out / training.LOCK).exists()
-    (out / f".{training.CHECKPOINT}.x1y2z3.part").write_bytes(b"half a checkpoint")  # as a kill mid-write leaves
-    done = weights.load(out / training.CHECKPOINT)[1]["epoch"] + 1  # metrics.json may be one epoch behind
+    assert (out / runs.LOCK).exists()
+    (out / f".{runs.CHECKPOINT}.x1y2z3.part").write_bytes(b"half a checkpoint")  # as a kill mid-write leaves
+    done = weights.load(out / runs.CHECKPOINT)[1]["epoch"] + 1  # metrics.json may be one epoch ahead
     assert cli.main(["train", "--resume", str(out), "--epochs", str(done + 1), "--quiet"]) == 0
     assert len(_records(out)) == done + 1
-    assert sorted(os.listdir(out)) == sorted([training.CHECKPOINT, training.METRICS, training.CURVES])
+    assert sorted(os.listdir(out)) == sorted([runs.CHECKPOINT, runs.METRICS, runs.CURVES])
 
 
 # 3. divergence is a failure, and nothing non-finite is written
@@ -322,9 +323,9 @@ def test_checkpoint_whose_config_is_not_settings_is_one_line(meta, fake, tmp_pat
     before = sums(tmp_path)
     assert cli.main(["train", "--resume", str(tmp_path / "run")]) == 1
     line = _error(capsys)
-    assert f"{tmp_path / 'run' / training.CHECKPOINT}: its run settings cannot be read" in line
+    assert f"{tmp_path / 'run' / runs.CHECKPOINT}: its run settings cannot be read" in line
     if not isinstance(meta, dict):
-        path = str(tmp_path / "run" / training.CHECKPOINT)
+        path = str(tmp_path / "run" / runs.CHECKPOINT)
         assert cli.main(["predict", "--backend", "torch", "--weights", path, "--data", fake]) == 1
         assert "its 'config' metadata is not an object of run settings" in _error(capsys)
     assert sums(tmp_path) == before

@@ -101,7 +101,7 @@ def test_onnx_runtime_refuses_bad_input(tmp_path, images):
         ort.load(tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match="no such ONNX file"):
         ort.load(tmp_path / "missing.onnx")
-    with pytest.raises(ValueError, match="--opset"):
+    with pytest.raises(ValueError, match="opset must be an integer of at least 13, got 9"):
         export.build(tensors, opset=9)
 
 

@@ -142,3 +142,16 @@ def test_block_channels():
     assert spec.block_channels((114, 34, 10)) == (114, 34, 10)
     with pytest.raises(ValueError, match="num_1x1=1 has 2 convolutions, but 3 widths were given"):
         spec.block_channels((114, 34, 10), num_1x1=1)
+
+
+def test_layer_kinds_are_the_architectures_in_order():
+    for num_1x1 in spec.NUM_1X1_CHOICES:
+        for head in spec.HEADS:
+            assert spec.LAYER_KINDS == tuple(layer.kind for layer in spec.architecture(num_1x1=num_1x1, head=head))
+
+
+def test_the_last_block_is_the_heads():
+    assert spec.head_channels(10, 2, "one-step") == 10
+    assert spec.head_channels(10, 2, "gradual") == (114, 34, 10)
+    assert spec.head_channels(10, 0, "gradual") == (10,)
+    assert spec.architecture(head="gradual")[7].channels == (114, 34, 10)

@@ -8,7 +8,7 @@ from safetensors.numpy import load_file, save_file
 
 from conftest import forward
 from fakedata import make_set
-from nin import spec, training, weights
+from nin import runs, spec, weights
 
 
 def _net(backend, backend_name, seed=0, **kwargs):
@@ -38,7 +38,7 @@ def test_file_records_the_model(backend_name, backend, tmp_path):
     tensors, meta = weights.load(tmp_path / "w.safetensors")
     model = {"num_classes": 7, "in_channels": 3, "num_1x1": 2, "head": "one-step"}
     assert weights.model_args(tensors) == model
-    assert meta == {**model, "format": weights.FORMAT}
+    assert meta == {**model, "format": weights.FORMAT, "sha256": weights.checksum(tensors)}
 
 
 def test_variant_weights_load_and_are_told_apart(backend_name, backend, tmp_path):
@@ -95,10 +95,10 @@ def test_checkpoint_is_a_weights_file(backend_name, backend, tmp_path):
     arrays = make_set(tmp_path / "data", n_train=32, n_test=16)
     train_iter, test_iter = backend.load_data_fashion_mnist(16, resize=67, root=tmp_path / "data")
     net = backend.NiN()
-    backend.train(net, train_iter, test_iter, 1, 0.05, seed=2, run=training.Run(tmp_path / "run", backend_name),
+    backend.train(net, train_iter, test_iter, 1, 0.05, seed=2, run=runs.Run(tmp_path / "run", backend_name),
                   quiet=True)
     other = backend.NiN()
-    backend.load_weights(other, tmp_path / "run" / training.CHECKPOINT)
+    backend.load_weights(other, tmp_path / "run" / runs.CHECKPOINT)
     classes = backend.predict(other, test_iter)
     assert classes.shape == (16,) and np.issubdtype(classes.dtype, np.integer)
     np.testing.assert_array_equal(classes, backend.predict(net, test_iter))

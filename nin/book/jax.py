@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from nin.jax import _KINDS, jax, jnp, nnx, optax  # JAX and Flax NNX, as nin.jax imports them
+from nin import spec
+from nin.jax import jax, jnp, nnx, optax  # JAX and Flax NNX, as nin.jax imports them
 
 #: whether ``train_ch6`` draws the model's weights (Xavier) itself, or trains those the model was built with
 INITIALIZES = False
@@ -98,10 +99,10 @@ def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
     ``X``, in inference mode (``kind`` as in the backend's ``summary``)."""
     net.eval()
     out = []
-    for layer in net.layers:
+    for layer, kind in zip(net.layers, spec.LAYER_KINDS, strict=True):
         X = layer(X)
         Y = np.asarray(X)
-        out.append((_KINDS[type(layer)], Y.transpose(0, 3, 1, 2) if Y.ndim == 4 else Y))
+        out.append((kind, Y.transpose(0, 3, 1, 2) if Y.ndim == 4 else Y))
     return out
 
 

@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 # MXNet as nin.mxnet imports it (with the numpy shim and thread count it needs)
-from nin.mxnet import _KINDS, autograd, gluon, mx
+from nin import spec
+from nin.mxnet import autograd, gluon, mx
 from nin.mxnet import np as mnp
 
 #: whether ``train_ch6`` draws the model's weights (Xavier) itself, or trains those the model was built with
@@ -75,9 +76,9 @@ def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
     """``(kind, output as N,C,H,W numpy)`` for each top-level layer of ``net`` on the framework's batch
     ``X``, in inference mode (``kind`` as in the backend's ``summary``)."""
     out = []
-    for layer in net:  # outside autograd.record(): inference mode
+    for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):  # outside autograd.record(): inference mode
         X = layer(X)
-        out.append((_KINDS[type(layer)], X.asnumpy()))
+        out.append((kind, X.asnumpy()))
     return out
 
 

@@ -14,7 +14,7 @@ import paddle
 from paddle import nn
 from PIL import Image
 
-from nin.paddle import _KINDS
+from nin import spec
 
 #: whether ``train_ch6`` draws the model's weights itself, or trains those the model was built with: the
 #: book's Paddle ``train_ch6`` means to draw Xavier weights, but ``nn.initializer.XavierUniform(m.weight)``
@@ -93,9 +93,9 @@ def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
     net.eval()
     out = []
     with paddle.no_grad():
-        for layer in net:
+        for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):
             X = layer(X)
-            out.append((_KINDS[type(layer)], X.numpy()))
+            out.append((kind, X.numpy()))
     return out
 
 

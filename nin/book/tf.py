@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from nin.tf import _KINDS, keras, tf  # Keras on TensorFlow, as nin.tf sets it up
+from nin import spec
+from nin.tf import keras, tf  # Keras on TensorFlow, as nin.tf sets it up
 
 #: whether ``train_ch6`` draws the model's weights (Xavier) itself, or trains those the model was built with
 INITIALIZES = False
@@ -73,10 +74,10 @@ def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
     """``(kind, output as N,C,H,W numpy)`` for each top-level layer of ``net`` on the framework's batch
     ``X``, in inference mode (``kind`` as in the backend's ``summary``)."""
     out = []
-    for layer in net.layers:
+    for layer, kind in zip(net.layers, spec.LAYER_KINDS, strict=True):
         X = layer(X, training=False)
         Y = np.asarray(X)
-        out.append((_KINDS[type(layer)], Y.transpose(0, 3, 1, 2) if Y.ndim == 4 else Y))
+        out.append((kind, Y.transpose(0, 3, 1, 2) if Y.ndim == 4 else Y))
     return out
 
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nin.torch import _KINDS
+from nin import spec
 
 #: whether ``train_ch6`` draws the model's weights (Xavier) itself, or trains those the model was built with
 INITIALIZES = True
@@ -91,9 +91,9 @@ def layer_outputs(net, X) -> list[tuple[str, np.ndarray]]:
     net.eval()
     out = []
     with torch.no_grad():
-        for layer in net:
+        for layer, kind in zip(net, spec.LAYER_KINDS, strict=True):
             X = layer(X)
-            out.append((_KINDS[type(layer)], X.numpy()))
+            out.append((kind, X.numpy()))
     return out
 
 

@@ -1,5 +1,6 @@
-"""The backend modules expose the same names, in the same order, with the same signatures, except
-where the book's own signatures differ; each implements the hooks of ``nin.api.HOOKS``.
+"""The backend contract: every backend module exposes the book's names (``nin.api.BOOK_NAMES``) and the hooks
+of the protocol ``nin.api.Backend``, in the same order, with the same signatures, except where the book's own
+signatures differ.
 
 The sources are read with ``ast``, so this runs in every env, whatever is installed;
 ``test_imported_module_matches_its_source`` ties the source to the imported module. Docstrings
@@ -41,10 +42,7 @@ def _public(name: str) -> dict:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 names = [t.id for t in getattr(target, "elts", [target]) if isinstance(t, ast.Name)]
-                if names == ["__all__"]:
-                    public["__all__"] = ast.literal_eval(node.value)
-                else:
-                    public.update({n: None for n in names if not n.startswith("_")})
+                public.update({n: None for n in names if not n.startswith("_")})
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
             func = node
             if isinstance(node, ast.ClassDef):
@@ -63,8 +61,7 @@ def test_same_public_names_in_the_same_order():
     assert all(order == orders["torch"] for order in orders.values()), orders
     assert orders["torch"] == ["PRECISIONS", "nin_block", "NiN", "summary", *BOUND,
                                *[hook for hook in api.HOOKS if hook != "PRECISIONS"]]
-    for name, public in PUBLIC.items():
-        assert public["__all__"] == ["nin_block", "NiN", "summary", *BOUND], f"nin/{name}.py: __all__"
+    assert api.BOOK_NAMES == ("nin_block", "NiN", "summary", *BOUND)
 
 
 @pytest.mark.parametrize("public", [k for k, v in PUBLIC["torch"].items() if v is not None and k != "__all__"])
@@ -89,19 +86,23 @@ def test_the_books_names_have_their_own_docstrings(public):
 
 def test_imported_module_matches_its_source(backend_name, backend):
     public = PUBLIC[backend_name]
-    assert backend.__all__ == public["__all__"]
+    assert backend.__all__ == api.BOOK_NAMES
     for name in backend.__all__:
         params = list(inspect.signature(getattr(backend, name)).parameters)
-        if name in BOUND:  # written once in nin.api, with the backend as first argument
-            function = getattr(api, name)
+        if name in BOUND:  # written once (nin.api, nin.training), with the backend as first argument
+            function = {f.__name__: f for f in api.BOOK_FUNCTIONS}[name]
             assert params == list(inspect.signature(function).parameters)[1:], name
             assert getattr(backend, name).__doc__ == function.__doc__
         else:
             assert params == public[name][0], name
 
 
-def test_backend_implements_every_hook(backend_name, backend):
+def test_backend_implements_the_protocol(backend_name, backend):
+    """Each hook of ``nin.api.Backend`` is there, with the protocol's parameters (``self`` aside)."""
     assert set(backend.PRECISIONS) <= {"float32", "bfloat16"} and "float32" in backend.PRECISIONS
-    signatures = {hook: list(inspect.signature(getattr(backend, hook)).parameters)
-                  for hook in api.HOOKS if hook != "PRECISIONS"}
-    assert signatures == {hook: PUBLIC["torch"][hook][0] for hook in signatures}
+    assert api.HOOKS == ("PRECISIONS", "default_device", "from_numpy", "to_numpy", "loader", "init_weights",
+                         "get_weights", "set_weights", "seed_epoch", "trainer", "logits", "to_onnx")
+    for hook in api.HOOKS[1:]:
+        expected = list(inspect.signature(getattr(api.Backend, hook)).parameters)[1:]
+        assert list(inspect.signature(getattr(backend, hook)).parameters) == expected, hook
+        assert PUBLIC[backend_name][hook][0] == expected, hook
