@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from nin import export, ort, spec
+from nin import api, cli, export, ort, spec
 
 VARIANTS = [{}, {"num_1x1": 1}, {"num_1x1": 0}, {"head": "gradual"}]
 # Which framework's own exporter (``--via``) runs beside the onnx package nin needs (docs/frameworks.md).
@@ -72,13 +72,16 @@ def test_export_is_repeatable(backend, tmp_path):
     assert len(digests) == 1
 
 
-def test_the_frameworks_own_exporter(backend_name, backend, images, tmp_path):
+def test_the_frameworks_own_exporter(backend_name, backend, images, tmp_path, capsys):
     net = backend.NiN()
     backend.init_weights(net, "centered", 1)
     backend.save_weights(net, tmp_path / "w.safetensors")
     if not VIA_WORKS[backend_name]:
-        with pytest.raises(ValueError, match="export without --via"):
+        with pytest.raises(api.NoExporter, match=r"nin's exporter \(nin.export\)"):
             export.export(tmp_path / "w.safetensors", tmp_path / "via.onnx", backend=backend_name)
+        assert cli.main(["export", "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "via.onnx"),
+                         "--via", backend_name]) == 1
+        assert capsys.readouterr().err.strip().endswith("; export without --via")
         assert not (tmp_path / "via.onnx").exists()
         return
     export.export(tmp_path / "w.safetensors", tmp_path / "via.onnx", backend=backend_name)
