@@ -64,9 +64,9 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     # the class units of a finished run (benchmarks/units.py): its test accuracy is the run's last
     run = tmp_path / "runs" / f"{REQUESTED[0]}-cpu-seed0"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "units.py"), str(run), "--data",
-                             str(tmp_path / "data"), "--json", str(tmp_path / "u.json")], capture_output=True, text=True,
-                            timeout=600)
+    units = [sys.executable, str(ROOT / "benchmarks" / "units.py"), str(run), "--data", str(tmp_path / "data"),
+             "--json", str(tmp_path / "u.json")]
+    result = subprocess.run(units, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     (found,) = json.loads((tmp_path / "u.json").read_text())["rows"]
     assert found["test_acc"] == rows[0]["final_test_acc"] and found["images"] == 16 and len(found["share_on"]) == 10
