@@ -151,9 +151,8 @@ def _resumed(args: argparse.Namespace) -> tuple[dict | None, str, str | None]:
     fork = args.out is not None and os.path.realpath(args.out) != os.path.realpath(source)
     given = {key: getattr(args, key) for key in (*presets.RESUME_APPLIES, *presets.FORK_APPLIES, *presets.RUN_KEEPS)
              if getattr(args, key) is not None}
-    env = {"data": os.environ["NIN_DATA"]} if "data" not in given and os.environ.get("NIN_DATA") else {}
-    try:  # NIN_DATA applies as --data does (the data are checked: presets.fit)
-        config, done = presets.resumed(source, {**given, **env}, fork)
+    try:
+        config, done = presets.resumed(source, given, fork)
     except presets.SettingKept as err:
         flag = f"--{err.key.replace('_', '-')} {err.value}"
         if err.key in presets.RUN_KEEPS:

@@ -266,12 +266,20 @@ def run_settings(meta: dict, source) -> dict:
 
 def resumed(source, given: dict, fork: bool = False) -> tuple[dict, int]:
     """The settings of the run in ``source`` as it goes on, with the settings ``given`` applied, and the number of
-    epochs it has finished. Settings of :data:`RESUME_APPLIES` apply; those of :data:`FORK_APPLIES` only to a
+    epochs it has finished. Its data: ``given["data"]``, else the run's own, else ``$NIN_DATA``, else the
+    directory the run recorded. Settings of :data:`RESUME_APPLIES` apply; those of :data:`FORK_APPLIES` only to a
     ``fork`` (the run going on in another directory); those of :data:`RUN_KEEPS` never: a setting that cannot
     apply and differs from the run's raises :class:`SettingKept`."""
     _, meta = runs.Run(source, backend="").load()
     config = run_settings(meta, source)
     given = dict(given)
+    if "data" not in given and not (config["data"] and Path(config["data"]).is_dir()):
+        # the run's own --data is gone, or it had none: $NIN_DATA applies as --data does, else the
+        # directory the run recorded (the data are checked against their fingerprint: fit)
+        if os.environ.get("NIN_DATA"):
+            given["data"] = os.environ["NIN_DATA"]
+        elif config["data"] is None and config.get("data_dir") and Path(config["data_dir"]).is_dir():
+            given["data"] = config["data_dir"]
     if "data" in given:
         given["data"] = str(data.data_dir(given["data"]).resolve())
     for key, value in given.items():

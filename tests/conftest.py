@@ -79,6 +79,17 @@ def forward(backend, net, X):
     return backend.logits(net, backend.from_numpy(X))
 
 
+#: the user's NIN_DATA, read once: the real_data fixture looks there first; every test runs without it
+USER_DATA = os.environ.get("NIN_DATA") or None
+
+
+@pytest.fixture(autouse=True)
+def without_the_users_data(monkeypatch):
+    """No test sees the user's ``NIN_DATA`` (a test that wants one sets its own): a run resumed without
+    ``--data`` would otherwise go on with the user's files."""
+    monkeypatch.delenv("NIN_DATA", raising=False)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The directory of the real Fashion-MNIST files, for the tests that train or compare on real images,
@@ -86,7 +97,7 @@ def real_data() -> Path:
     downloaded once per machine (from ``$NIN_MIRRORS``, else the public mirrors). Where that fails, the tests
     that use it fail, in one line: never a skip."""
     try:
-        return data.locate()
+        return data.locate(USER_DATA)
     except data.DataError as err:
         message = str(err)
     pytest.fail(f"the real Fashion-MNIST files are needed: {message}", pytrace=False)

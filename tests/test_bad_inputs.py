@@ -91,6 +91,7 @@ def test_changed_data_are_refused_on_resume_with_a_fork_offered(fake, tmp_path, 
 
 def test_nin_data_applies_on_resume_as_data_does(fake, tmp_path, monkeypatch, capsys):
     checkpoint(tmp_path / "run", fake)
+    os.rename(fake, tmp_path / "moved")  # the run's --data is gone: NIN_DATA applies
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("NIN_DATA", str(tmp_path / "empty"))
     before = sums(tmp_path)
