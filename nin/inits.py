@@ -46,9 +46,20 @@ def primed(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) 
     layer, so no class unit of the last ReLU starts off for every image, whatever the draw of the weights
     (``"centered"`` makes such units rarer, not impossible: ``docs/training.md``). It is the bias half of
     Salimans and Kingma's data-dependent init (2016), with a median in place of the mean; the weights
-    and the model are unchanged. The forward pass is written here once, in numpy, from :mod:`nin.spec`
-    (dropout is the identity; ``chunk`` images at a time bound the memory).
+    and the model are unchanged. The forward pass is :func:`logits`' (``chunk`` images at a time).
     """
+    return _forward(tensors, images, chunk, prime=True)[1]
+
+
+def logits(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """The logits of the NiN whose canonical weights are ``tensors`` for ``images`` (N,C,H,W), in inference
+    mode: the forward pass written once, in numpy, from :mod:`nin.spec` (dropout is the identity; ``chunk``
+    images at a time bound the memory). What an init gives, with no framework."""
+    return _forward(tensors, images, chunk)[0]
+
+
+def _forward(tensors, images, chunk: int, prime: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The logits, and the tensors with every bias primed (``prime``) or as they are."""
     args = weights.model_args(tensors)
     out, x = dict(tensors), np.asarray(images, np.float32)
     spec.check_channels(x.shape[1], args["in_channels"])
@@ -58,9 +69,10 @@ def primed(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) 
         for name, _, _, _, stride, padding in convs:
             z = np.concatenate([_conv(x[i:i + chunk], tensors[f"{name}.weight"], stride, padding)
                                 for i in range(0, len(x), chunk)])
-            median = np.median(z.transpose(1, 0, 2, 3).reshape(z.shape[1], -1), axis=1)
-            out[f"{name}.bias"] = bias = (-median).astype(tensors[f"{name}.bias"].dtype)
-            x = np.maximum(z + bias[:, None, None], 0)
+            if prime:
+                median = np.median(z.transpose(1, 0, 2, 3).reshape(z.shape[1], -1), axis=1)
+                out[f"{name}.bias"] = (-median).astype(tensors[f"{name}.bias"].dtype)
+            x = np.maximum(z + out[f"{name}.bias"][:, None, None], 0)
 
     def maxpool(layer, convs):
         nonlocal x
@@ -69,7 +81,7 @@ def primed(tensors: dict[str, np.ndarray], images: np.ndarray, chunk: int = 16) 
 
     spec.walk({"nin_block": block, "maxpool": maxpool}, args["num_classes"], args["num_1x1"], args["head"],
               args["in_channels"])
-    return out
+    return x.mean(axis=(2, 3)), out  # global average pooling, then the flatten
 
 
 def _conv(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:

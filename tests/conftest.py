@@ -54,9 +54,9 @@ def covers_a_backend(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """``NIN_NEUTRAL=0`` (tox's tf, jax and paddle envs) leaves out the tests that exercise no backend (the
-    description, the data files, the docs' links, ...): the torch and mxnet envs run them, with numpy 2 and
-    numpy 1.26, and a third run of the same check tells nothing new."""
+    """``NIN_NEUTRAL=0`` (tox's mxnet, tf, jax and paddle envs) leaves out the tests that exercise no backend
+    (the description, the data files, the docs' links, the init's statistics with numpy's draws, ...): the
+    torch env runs them, and a second run of the same check tells nothing new."""
     if os.environ.get("NIN_NEUTRAL", "1") != "0":
         return
     neutral = [item for item in items if not covers_a_backend(item)]
