@@ -60,3 +60,15 @@ def make_class_set(directory: Path, n_train: int, n_test: int, seed: int = 0) ->
         for name in (x_name, y_name):
             write(directory / name, idx(arrays[name]), gz=True)
     return arrays
+
+
+def check_loaded(loaded, arrays: dict) -> None:
+    """``loaded`` (``nin.data.load_fashion_mnist``'s) holds the arrays ``make_set`` wrote, as uint8."""
+    from nin import data
+
+    (x_train, y_train), (x_test, y_test) = loaded
+    assert x_train.shape == (6, 28, 28) and y_train.shape == (6,)
+    assert x_test.shape == (4, 28, 28) and y_test.shape == (4,)
+    for got, name in zip((x_train, y_train, x_test, y_test), data.NAMES, strict=True):
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, arrays[name])

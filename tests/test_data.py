@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from fakedata import idx, images, labels, make_set, write
+from fakedata import check_loaded, idx, images, labels, make_set, write
 from nin import data
 
 
@@ -26,15 +26,6 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.delenv("NIN_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-def check_loaded(loaded, arrays: dict) -> None:
-    (x_train, y_train), (x_test, y_test) = loaded
-    assert x_train.shape == (6, 28, 28) and y_train.shape == (6,)
-    assert x_test.shape == (4, 28, 28) and y_test.shape == (4,)
-    for got, name in zip((x_train, y_train, x_test, y_test), data.NAMES, strict=True):
-        assert got.dtype == np.uint8
-        np.testing.assert_array_equal(got, arrays[name])
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fakedata import idx, images, labels, make_set
+from fakedata import check_loaded, idx, images, labels, make_set
 from nin import cli, data, download
 
 M1, M2 = "https://mirror-one.invalid/", "https://mirror-two.invalid/"
@@ -35,15 +35,6 @@ def no_user_data(monkeypatch, tmp_path):
     monkeypatch.delenv("NIN_DATA", raising=False)
     monkeypatch.delenv("NIN_MIRRORS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-def check_loaded(loaded, arrays: dict) -> None:
-    (x_train, y_train), (x_test, y_test) = loaded
-    assert x_train.shape == (6, 28, 28) and y_train.shape == (6,)
-    assert x_test.shape == (4, 28, 28) and y_test.shape == (4,)
-    for got, name in zip((x_train, y_train, x_test, y_test), data.NAMES, strict=True):
-        assert got.dtype == np.uint8
-        assert (got == arrays[name]).all(), name
 
 
 class Response(io.BytesIO):
