@@ -62,14 +62,14 @@ PRESETS = {
 #: - ``small``: 4,096 training and 1,000 test images at the minimum size (67x67), batch 64, so that
 #:   4 epochs make 256 steps, the first 64 of them warm-up: enough to leave the loss-2.303 plateau
 #:   (at 96x96 and batch 128, 96 steps stay near it: train loss 2.26 to 2.28);
-#: - ``smoke``: 512 and 256 images, 2 epochs: every cell of a notebook runs (CI's ``tox -e all``);
+#: - ``smoke``: 256 and 128 images, 2 epochs: every cell of a notebook runs (CI's ``tox -e all``);
 #:   it does not show that the model learns;
 #: - ``cpu``: the CPU preset on all of Fashion-MNIST, kept in ``runs/accuracy``;
 #: - ``book``: d2l.ai's run.
 BUDGETS = {
     "small": {"preset": "cpu", "limit_train": 4096, "limit_test": 1000,
               "settings": {"epochs": 4, "resize": 67, "batch_size": 64, "warmup": 1}, "runs": None},
-    "smoke": {"preset": "cpu", "limit_train": 512, "limit_test": 256,
+    "smoke": {"preset": "cpu", "limit_train": 256, "limit_test": 128,
               "settings": {"epochs": 2, "resize": 67, "batch_size": 64, "warmup": 1}, "runs": None},
     "cpu": {"preset": "cpu", "limit_train": None, "limit_test": None, "settings": {}, "runs": "runs/accuracy"},
     "book": {"preset": "book", "limit_train": None, "limit_test": None, "settings": {}, "runs": None},

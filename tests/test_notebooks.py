@@ -2,7 +2,7 @@
 tox -e all -- -m notebooks).
 
 Each notebook is executed from a copy in memory, in the notebooks folder as Jupyter runs it, with the
-budget ``NIN_BUDGET`` names (tox: ``smoke``, 512 images for 2 epochs: every cell runs; whether the model learns
+budget ``NIN_BUDGET`` names (tox: ``smoke``, 256 images for 2 epochs: every cell runs; whether the model learns
 is tests/test_training.py's check, in every framework); the committed files are left as they are. The kernel is
 ipykernel on this Python (the notebooks' ``python3``). The data are found as users' runs find them (the
 ``real_data`` fixture: ``NIN_DATA``, else the cache, downloading there) and handed to the kernel as ``NIN_DATA``;
