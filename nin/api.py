@@ -63,15 +63,25 @@ class Backend(Protocol):
     def seed_epoch(self, net, seed) -> None:
         """Seed the random generators an epoch draws from (dropout)."""
 
-    def trainer(self, net, device, precision, clip):
-        """A context manager giving ``step(X, y, lr) -> (loss sum, correct, examples)``; ``clip``: None, or the
-        largest norm of the mean loss's gradient."""
+    def trainer(self, net, device, precision, clip, world):
+        """A context manager giving ``step(X, y, lr, total) -> (loss sum, correct, examples)`` on batch ``X``, which
+        is this worker's part of a batch of ``total`` examples (all of it in one process): the weights move
+        along the gradient of the whole batch's mean loss, combined over the workers of ``world`` (a
+        :class:`nin.workers.World`; None: one process) by the framework's engine. ``clip``: None, or the
+        largest norm of that gradient."""
 
     def logits(self, net, X, device=None):
         """The logits of batch ``X`` as numpy, in inference mode."""
 
     def to_onnx(self, net, path, opset) -> None:
         """The framework's own ONNX exporter, N,C,H,W input (:class:`NoExporter` where it cannot run)."""
+
+    def join(self, world) -> None:
+        """Start this worker's part of the framework's distributed engine, for the :class:`nin.workers.World`
+        ``world``: once, in a process started by :func:`nin.workers.launch`, before any other framework call."""
+
+    def all_sum(self, values) -> np.ndarray:
+        """The sums of the float64 ``values`` over every worker, through the engine (after :meth:`join`)."""
 
 
 #: the hooks of :class:`Backend`, in order
@@ -80,7 +90,7 @@ HOOKS = ("PRECISIONS", *(name for name in vars(Backend) if not name.startswith("
 
 def load_data_fashion_mnist(backend: ModuleType, batch_size: int, resize: int | None = None, root=None, *,
                             limit_train: int | None = None, limit_test: int | None = None,
-                            seed: int | None = None, download: bool = True):
+                            seed: int | None = None, download: bool = True, world=None):
     """Fashion-MNIST as the book's ``d2l.load_data_fashion_mnist``: ``(train_iter, test_iter)``.
 
     Batches ``(X, y)`` hold float32 images in [0, 1], in the layout the model takes, resized
@@ -88,16 +98,17 @@ def load_data_fashion_mnist(backend: ModuleType, batch_size: int, resize: int | 
     The training batches are shuffled anew each epoch (see :class:`nin.data.BatchSampler`);
     the test batches are not. Files come from ``root``, ``$NIN_DATA`` or the cache directory
     (:func:`nin.data.load_fashion_mnist`); ``limit_train`` and ``limit_test`` keep the first examples.
+    A worker of data-parallel training (``world``, a :class:`nin.workers.World`) gets its part of each batch.
     """
     train_split, test_split = data.load_splits(root, resize, limit_train, limit_test, download)
-    return (backend.loader(train_split, data.BatchSampler(len(train_split[0]), batch_size, True, seed), resize),
-            backend.loader(test_split, data.BatchSampler(len(test_split[0]), batch_size, False), resize))
+    return (backend.loader(train_split, data.BatchSampler(len(train_split[0]), batch_size, True, seed, world), resize),
+            backend.loader(test_split, data.BatchSampler(len(test_split[0]), batch_size, False, world=world), resize))
 
 
 def evaluate_accuracy(backend: ModuleType, net, data_iter, device=None) -> float:
     """The fraction of examples in ``data_iter`` that ``net`` classifies right, in evaluation mode."""
-    pairs = list(_predictions(backend, net, data_iter, device))
-    return sum(int((y_hat == y).sum()) for y_hat, y in pairs) / sum(len(y) for _, y in pairs)
+    correct, examples = training.counts(backend, net, data_iter, device)
+    return correct / examples
 
 
 def predict(backend: ModuleType, net, data_iter, device=None) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nin
 import nin.resources
-from nin import api, data, frameworks, inits, presets, runs, seeds, spec, tables, training, weights
+from nin import api, data, frameworks, inits, presets, runs, seeds, spec, tables, training, weights, workers
 from nin.export import OPSET
 
 
@@ -62,6 +62,11 @@ def _advice(err: Exception, args) -> str | None:
     if isinstance(err, runs.WriteFailed):
         then = f"continue with --resume {_q(err.directory)}" if (err.directory / runs.CHECKPOINT).is_file() else "again"
         return f"make room (or fix the permissions), then {then}"
+    if isinstance(err, workers.WorkerFailed):
+        done = (Path(err.directory) / runs.CHECKPOINT).is_file()
+        return f"continue with --resume {_q(err.directory)}" if done else "nothing was saved"
+    if isinstance(err, workers.PortInUse):
+        return "give --coordinator another port"
     if isinstance(err, runs.InUse):
         return "wait for it to end or stop it, or choose another --out"
     if isinstance(err, runs.RunError):
@@ -97,7 +102,7 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
-STOP_GRACE = 10  # seconds a run may go on after SIGTERM or Ctrl-C, inside the framework, before it is ended
+STOP_GRACE = training.STOP_GRACE  # seconds a run may go on after SIGTERM or Ctrl-C, inside the framework
 
 
 def train(args: argparse.Namespace) -> int:
@@ -112,8 +117,13 @@ def train(args: argparse.Namespace) -> int:
         config, out, source = _resumed(args) if args.resume is not None else _new(args)
         if config is None:  # a finished run, and nothing asked of it
             return 0
-        with training.watchdog(STOP_GRACE, "nin train"):  # if the framework holds on past it: exit, files intact
-            history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
+        if args.workers * args.nodes > 1:  # data-parallel: the launcher starts the workers, and ends them
+            history = workers.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet,
+                                  workers=args.workers, nodes=args.nodes, node=args.node_rank,
+                                  coordinator=args.coordinator)
+        else:
+            with training.watchdog(STOP_GRACE, "nin train"):  # if the framework holds on past it: exit, files intact
+                history = presets.fit(config, out, resume=args.resume is not None, source=source, quiet=args.quiet)
     except KeyboardInterrupt:
         if out is not None and (Path(out) / runs.CHECKPOINT).is_file():
             print(f"nin train: interrupted; the finished epochs are in {out}: continue with "
@@ -138,8 +148,11 @@ def _new(args: argparse.Namespace) -> tuple[dict, str, None]:
     config = presets.config(args.backend, args.preset or "book", seed=args.seed, data=args.data,
                             limit_train=args.limit_train, limit_test=args.limit_test,
                             num_1x1=spec.NUM_1X1 if args.num_1x1 is None else args.num_1x1,
-                            head=args.head or spec.HEAD, **{key: getattr(args, key) for key in presets.SETTINGS})
+                            head=args.head or spec.HEAD, dropout=args.dropout,
+                            **{key: getattr(args, key) for key in presets.SETTINGS})
     _check_precision(config)
+    if args.nodes > 1 and (args.seed is None or args.out is None):
+        raise ValueError(f"--nodes {args.nodes}: give every node the same --seed and --out, so that they train one run")
     out = args.out or os.path.join("runs", f"{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, out, None
 
@@ -295,6 +308,12 @@ def _seed(text: str) -> int:
                                          f"got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, got {text!r}")
+    return int(text)
+
+
 def _add_variant_args(p: argparse.ArgumentParser) -> None:
     """The model variants of the section's exercises 2 and 4."""
     p.add_argument("--num-1x1", type=int, choices=spec.NUM_1X1_CHOICES, default=spec.NUM_1X1,
@@ -355,6 +374,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="scale down a step whose gradient (of the mean loss, all weights together) has a larger "
                         "norm; 0: no clipping (the book's)")
     _add_variant_args(p)
+    p.add_argument("--dropout", type=float, metavar="RATE", help="dropout rate (default 0.5, the book's)")
+    p.add_argument("--workers", type=_count, default=1, metavar="N",
+                   help="data-parallel training on N processes of this machine, on the framework's own engine; "
+                        "--batch-size stays the whole batch (docs/distributed.md)")
+    p.add_argument("--nodes", type=_count, default=1, metavar="M", help="machines, each running this command")
+    p.add_argument("--node-rank", type=int, default=0, metavar="K", help="this machine's rank, 0 to M-1")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="node 0's address, where the engines meet "
+                                                              "(default with one node: a free port of 127.0.0.1)")
     p.add_argument("--out", metavar="RUN_DIR", help="where metrics.json, curves.png and the checkpoint go "
                                                     "(held by one run at a time); with --resume: fork the run there")
     p.add_argument("--resume", metavar="RUN_DIR",

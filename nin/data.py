@@ -13,6 +13,7 @@ Every problem with the files raises :class:`DataError`, whose message is one lin
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -257,12 +258,15 @@ class BatchSampler:
     Any epoch can thus be replayed, after a resume too: the trainers call
     :meth:`set_epoch` (as PyTorch's ``DistributedSampler.set_epoch``); a loop that does
     not (``d2l.train_ch6``) still gets a new order every epoch, since each full pass
-    moves to the next epoch. The last batch may be smaller, as in the book.
+    moves to the next epoch. The last batch may be smaller, as in the book. In data-parallel training
+    (``world``, a :class:`nin.workers.World`), ``batch_size`` is the global batch and each worker gets its
+    part of every batch (:meth:`nin.workers.World.part`; a part left empty is skipped).
     """
 
-    def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None):
+    def __init__(self, num_examples: int, batch_size: int, shuffle: bool = True, seed: int | None = None,
+                 world=None):
         spec.check_positive_int("batch_size", batch_size)
-        self.num_examples, self.batch_size, self.shuffle = num_examples, batch_size, shuffle
+        self.num_examples, self.batch_size, self.shuffle, self.world = num_examples, batch_size, shuffle, world
         self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seeds.check_seed(seed)
         self.epoch = 0
 
@@ -275,10 +279,18 @@ class BatchSampler:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_examples)
         self.epoch += 1
         for start in range(0, self.num_examples, self.batch_size):
-            yield order[start:start + self.batch_size]
+            indices = order[start:start + self.batch_size]
+            if self.world is not None:
+                indices = self.world.part(indices)
+            if len(indices):
+                yield indices
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.batch_size)
+
+    def total(self, batch: int) -> int:
+        """The examples in batch ``batch`` of an epoch, over all workers."""
+        return min(self.batch_size, self.num_examples - batch * self.batch_size)
 
 
 class Batches:
@@ -295,6 +307,26 @@ class Batches:
     def __iter__(self):
         for indices in self.nin_sampler:
             yield self.to_batch(self.images[indices], self.labels[indices], self.resize)
+
+
+def batch_total(loader, batch: int, X) -> int:
+    """The examples of batch ``batch`` of ``loader`` over all workers (of ``X``, for a loader not made by nin)."""
+    sampler = getattr(loader, "nin_sampler", None)
+    return len(X) if sampler is None else sampler.total(batch)
+
+
+@contextlib.contextmanager
+def whole_batches(loader):
+    """Within this block, a worker's ``loader`` gives whole batches, not its part of them."""
+    sampler = getattr(loader, "nin_sampler", None)
+    world = getattr(sampler, "world", None)
+    if world is not None:
+        sampler.world = None
+    try:
+        yield loader
+    finally:
+        if world is not None:
+            sampler.world = world
 
 
 def set_epoch(loader, epoch: int) -> None:

@@ -34,12 +34,13 @@ checkpoint) records the preset and every resolved setting, and ``--resume`` keep
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import nin
 import nin.resources
-from nin import data, inits, runs, seeds, spec, training
+from nin import data, inits, runs, seeds, spec, training, workers
 from nin.data import data_dir
 
 #: the settings a preset fixes
@@ -109,14 +110,15 @@ def resolve(preset: str, backend: str, **overrides) -> dict:
 
 
 def config(backend: str, preset: str = "book", *, seed: int | None = None, data=None, limit_train: int | None = None,
-           limit_test: int | None = None, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD, **overrides) -> dict:
+           limit_test: int | None = None, num_1x1: int = spec.NUM_1X1, head: str = spec.HEAD,
+           dropout: float | None = None, **overrides) -> dict:
     """Everything a run needs, as ``metrics.json`` and the checkpoint record it: the backend, the
     preset and its resolved settings, the data (an absolute path, so that the run can be resumed from
-    anywhere), the seed (a fresh one if ``None``) and the variant."""
+    anywhere), the seed (a fresh one if ``None``), the variant and the dropout rate (None: the book's 0.5)."""
     return {"backend": backend, "preset": preset, **resolve(preset, backend, **overrides),
             "data": None if data is None else str(data_dir(data).resolve()), "limit_train": limit_train,
             "limit_test": limit_test, "seed": seeds.new_seed() if seed is None else seeds.check_seed(seed),
-            "num_1x1": num_1x1, "head": head}
+            "num_1x1": num_1x1, "head": head, "dropout": spec.DROPOUT if dropout is None else dropout}
 
 
 def check(config: dict, memory: bool = True) -> None:
@@ -129,7 +131,8 @@ def check(config: dict, memory: bool = True) -> None:
     """
     if config["data"] is not None and not isinstance(config["data"], str):
         raise ValueError(f"data must be a directory's path, got {config['data']!r}")
-    spec.architecture(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
+    spec.check_model(dropout=config.get("dropout", spec.DROPOUT), num_1x1=config.get("num_1x1", spec.NUM_1X1),
+                     head=config.get("head", spec.HEAD))
     training.check_budget(config["epochs"], config["lr"])
     training.check_schedule(config.get("schedule", "constant"), config.get("warmup", 0))
     training.check_clip(config.get("clip"))
@@ -149,14 +152,19 @@ def check(config: dict, memory: bool = True) -> None:
     nin.resources.check_memory(needed, f"training on batches of {batch} images of {size}x{size}")
 
 
-def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = False) -> list[dict]:
+def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = False, world=None) -> list[dict]:
     """Train the run that ``config`` (from :func:`config`) describes into the directory ``out``
     (checkpoint, ``metrics.json``, ``curves.png`` after each epoch); ``resume=True`` goes on from the
     checkpoint of ``source`` (default ``out``; another directory forks that run into ``out``).
     The settings are checked first (:func:`check`), then ``out`` is held (:func:`nin.runs.claim`)
-    until the run ends. Returns one record per epoch."""
+    until the run ends: by this process, or by the launcher of the data-parallel worker this is (``world``,
+    a :class:`nin.workers.World`). Returns one record per epoch."""
     check(config)
-    with runs.claim(out):
+    world = world or workers.ONE
+    config.pop("workers", None)  # recorded as the run last started: a resumed run may have more, or fewer
+    if world.size > 1:
+        config["workers"] = world.size
+    with runs.claim(out) if world.size == 1 else contextlib.nullcontext():
         run = runs.Run(out, config["backend"], config, source=source)
         if (not resume or run.source != run.directory) and run.checkpoint.exists():
             raise runs.RunExists(f"{out} already holds a run", Path(out))
@@ -164,13 +172,14 @@ def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = F
         backend = nin.backend(config["backend"])
         train_iter, test_iter = backend.load_data_fashion_mnist(
             config["batch_size"], config["resize"], config["data"], limit_train=config["limit_train"],
-            limit_test=config["limit_test"], seed=config["seed"])
-        net = backend.NiN(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD))
+            limit_test=config["limit_test"], seed=config["seed"], world=world)
+        net = backend.NiN(num_1x1=config.get("num_1x1", spec.NUM_1X1), head=config.get("head", spec.HEAD),
+                          dropout=config.get("dropout", spec.DROPOUT))
         return backend.train(net, train_iter, test_iter, config["epochs"], config["lr"], seed=config["seed"],
                              init=config["init"], run=run, resume=resume, quiet=quiet,
                              precision=config.get("precision", "float32"),
                              schedule=config.get("schedule", "constant"), warmup=config.get("warmup", 0),
-                             clip=config.get("clip"))
+                             clip=config.get("clip"), world=world)
 
 
 class DataChanged(ValueError):
@@ -209,7 +218,8 @@ def train(backend: str, preset: str = "cpu", *, out=None, quiet: bool = False, *
 #: on resume, what happens to each setting given: these apply to the run as it goes on...
 RESUME_APPLIES = ("backend", "epochs", "data", "precision")
 #: ...these would change the experiment: refused, unless the run is forked (it goes on in another directory)...
-FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "clip", "limit_train", "limit_test")
+FORK_APPLIES = ("preset", "lr", "batch_size", "resize", "schedule", "warmup", "clip", "limit_train", "limit_test",
+                "dropout")
 #: ...and these are the checkpoint's (its model, its weights' init, its random draws): always refused
 RUN_KEEPS = ("seed", "init", "num_1x1", "head")
 
@@ -254,7 +264,7 @@ def run_settings(meta: dict, source) -> dict:
         config = dict(config)
         # what runs from before these settings trained with
         for key, value in {"precision": "float32", "schedule": "constant", "warmup": 0, "clip": None,
-                           "num_1x1": spec.NUM_1X1, "head": spec.HEAD}.items():
+                           "num_1x1": spec.NUM_1X1, "head": spec.HEAD, "dropout": spec.DROPOUT}.items():
             config.setdefault(key, value)
         if config["backend"] not in nin.BACKENDS or config["preset"] not in PRESETS:
             raise ValueError(f"backend {config['backend']!r}, preset {config['preset']!r}")

@@ -25,6 +25,8 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed epoch ``epoch`` starts from: a function of the run's seed and the epoch alone."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed epoch ``epoch`` starts from: a function of the run's seed and the epoch alone; in data-parallel
+    training, of the worker's ``rank`` too, so that each worker draws its own dropout masks (rank 0 those of
+    one process)."""
+    return int(np.random.SeedSequence([seed, epoch, *([rank] if rank else [])]).generate_state(1)[0] % 2**31)

@@ -171,31 +171,34 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str, clip: float | None = None):
+def trainer(net: NiN, device, precision: str, clip: float | None = None, world=None):
     """The book's step: plain SGD on the mean cross-entropy; bfloat16 through ``torch.autocast``; ``clip``
-    through ``clip_grad_norm_``."""
+    through ``clip_grad_norm_``. Data-parallel: ``DistributedDataParallel``, which averages the workers'
+    gradients as it computes them; each worker's loss is its part's sum over the whole batch, times the workers."""
     device = torch.device(device)
     # channels_last keeps activations NHWC in memory, the layout oneDNN's CPU kernels run fastest in
     # (no conversion at every convolution); the math, and the NCHW shapes PyTorch shows, are unchanged.
     net.to(device, memory_format=torch.channels_last)
+    workers = world.size if world else 1
+    model = nn.parallel.DistributedDataParallel(net) if workers > 1 else net
     optimizer = torch.optim.SGD(net.parameters())
-    loss = nn.CrossEntropyLoss()
+    loss = nn.CrossEntropyLoss(reduction="sum")
 
-    def step(X, y, lr):
+    def step(X, y, lr, total):
         net.train()
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad()
         X, y = X.to(device, memory_format=torch.channels_last), y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-            y_hat = net(X)
+            y_hat = model(X)
             l = loss(y_hat, y)
-        l.backward()
+        (l * (workers / total)).backward()
         if clip:
             nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
         with torch.no_grad():
-            return l * X.shape[0], (y_hat.argmax(dim=1) == y).sum(), X.shape[0]
+            return l.detach(), (y_hat.argmax(dim=1) == y).sum(), X.shape[0]
 
     yield step
 
@@ -217,6 +220,22 @@ def to_onnx(net: NiN, path, opset: int) -> None:
         torch.onnx.export(net.cpu(), (torch.zeros(1, net.in_channels, size, size),), os.fspath(path),
                           input_names=["images"], output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
+
+
+def join(world) -> None:
+    """``torch.distributed`` with rank 0's TCP store at the coordinator's address: gloo on CPUs, NCCL on GPUs
+    (a GPU per worker of the node)."""
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(world.local_rank)
+    torch.distributed.init_process_group(backend, init_method=f"tcp://{world.coordinator}", rank=world.rank,
+                                         world_size=world.size)
+
+
+def all_sum(values) -> numpy.ndarray:
+    total = torch.tensor(values, dtype=torch.float64, device=default_device())
+    torch.distributed.all_reduce(total)
+    return total.cpu().numpy()
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -25,7 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
-from nin import data, inits, runs, seeds, spec
+from nin import data, inits, runs, seeds, spec, workers
 
 PRECISIONS = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
@@ -90,6 +90,9 @@ def check_batches(name: str, batches) -> None:
     if len(batches) == 0:
         raise ValueError(f"{name} holds no batches")
 
+
+#: seconds a run may go on after SIGTERM or Ctrl-C, inside the framework, before it is ended (:func:`watchdog`)
+STOP_GRACE = 10
 
 #: set while ``train`` runs its epochs (:func:`stoppable`), and by :func:`ask_stop`
 TRAINING, STOP_ASKED = threading.Event(), threading.Event()
@@ -231,6 +234,17 @@ def show(bar, meter: Meter) -> None:
         bar.set_postfix(loss=f"{meter.loss / meter.examples:.3f}", acc=f"{meter.correct / meter.examples:.3f}")
 
 
+def counts(backend: ModuleType, net, data_iter, device=None) -> tuple[int, int]:
+    """How many examples of ``data_iter`` ``net`` classifies right, in evaluation mode, and how many there are."""
+    correct = examples = 0
+    for X, y in data_iter:
+        y = backend.to_numpy(y)
+        correct += int((backend.logits(net, X, device).argmax(axis=1) == y).sum())
+        examples += len(y)
+        check_stop()
+    return correct, examples
+
+
 def book_lines(history: list[dict], device: str) -> str:
     """The book's two closing lines: the last epoch's numbers, and the run's examples per second."""
     last = history[-1]
@@ -243,7 +257,7 @@ def book_lines(history: list[dict], device: str) -> str:
 def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: float, device=None, *,
           seed: int | None = None, init: str | None = "xavier", run: runs.Run | None = None,
           resume: bool = False, quiet: bool = False, precision: str = "float32", schedule: str = "constant",
-          warmup: float = 0, clip: float | None = None) -> list[dict]:
+          warmup: float = 0, clip: float | None = None, world=None) -> list[dict]:
     """Train ``net`` as the book's ``d2l.train_ch6`` does, and return one record per epoch.
 
     The book's way: ``init`` for the convolution weights ("xavier", the book's; "kaiming"; "centered";
@@ -259,7 +273,10 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
     ``warmup`` set the learning rate of each step (:func:`nin.learning_rate`); "constant"
     with no warm-up is the book's. ``clip`` scales down a step whose gradient norm is larger (None, the
     book's: plain SGD). A loss (or, with ``run``, a weight) that is NaN or infinite stops
-    the run with :class:`Diverged`, before anything non-finite is saved.
+    the run with :class:`Diverged`, before anything non-finite is saved. ``world`` (a :class:`nin.workers.World`)
+    makes this one worker of data-parallel training (``docs/distributed.md``): its loaders give it its part of
+    each batch, the framework's engine combines the gradients, the records sum every worker's examples, and
+    rank 0 alone writes ``run``.
     """
     num_epochs, lr = check_budget(num_epochs, lr)
     check_batches("train_iter", train_iter)
@@ -269,6 +286,7 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
     check_schedule(schedule, warmup)
     check_clip(clip)
     device = device or backend.default_device()
+    world = world or workers.ONE
     if resume:
         state = run.resume()
         backend.set_weights(net, state.weights)
@@ -278,23 +296,29 @@ def train(backend: ModuleType, net, train_iter, test_iter, num_epochs: int, lr: 
         backend.init_weights(net, inits.weight_init(init), seed)
         if init == "primed":  # the biases from the first batch of epoch 0 (the sampler replays it below)
             data.set_epoch(train_iter, 0)
-            first = backend.to_numpy(next(iter(train_iter))[0])
+            with data.whole_batches(train_iter):  # every worker: the whole first batch
+                first = backend.to_numpy(next(iter(train_iter))[0])
             backend.set_weights(net, inits.primed(backend.get_weights(net), first))
         history, start = [], 0
-    with backend.trainer(net, device, precision, clip) as step, stoppable():
+    with backend.trainer(net, device, precision, clip, world) as step, stoppable():
         for epoch in range(start, num_epochs):
-            backend.seed_epoch(net, seeds.epoch_seed(seed, epoch))
+            backend.seed_epoch(net, seeds.epoch_seed(seed, epoch, world.rank))
             data.set_epoch(train_iter, epoch)
             meter, bar = Meter(), progress(train_iter, epoch, num_epochs, quiet)
             for i, (X, y) in enumerate(bar):
                 rate = learning_rate(lr, schedule, warmup, num_epochs, epoch, i, len(train_iter))
-                meter.add(*step(X, y, rate))
+                meter.add(*step(X, y, rate, data.batch_total(train_iter, i, X)))
                 check_finite(meter, epoch, i, rate)  # a NaN or infinite loss stops the run
                 show(bar, meter)
                 check_stop()  # a stop asked by a signal (the CLI's SIGTERM or Ctrl-C) happens here
             meter.stop()
-            history.append(meter.record(epoch, backend.evaluate_accuracy(net, test_iter, device)))
-            if run is not None:
+            correct, examples = counts(backend, net, test_iter, device)
+            if world.size > 1:  # every worker's examples, through the engine
+                sums = backend.all_sum([meter.loss, meter.correct, meter.examples, correct, examples])
+                meter.loss, meter.correct = float(sums[0]), float(sums[1])
+                meter.examples, correct, examples = (int(round(n)) for n in sums[2:])
+            history.append(meter.record(epoch, correct / examples))
+            if run is not None and world.rank == 0:
                 tensors = backend.get_weights(net)
                 check_finite_weights(tensors, epoch, i, rate)  # the last good checkpoint stays
                 run.save(tensors, epoch=epoch, seed=seed, init=init, lr=lr, history=history)

@@ -207,7 +207,7 @@ def test_clip_scales_a_step_down_to_the_norm_and_no_further(backend, tmp_path):
         before = backend.get_weights(net)
         with backend.trainer(net, backend.default_device(), "float32", clip) as step:
             backend.seed_epoch(net, 0)
-            step(X, y, 0.1)
+            step(X, y, 0.1, 16)
         weights[clip] = backend.get_weights(net)
         moved[clip] = float(np.sqrt(sum(((weights[clip][k] - before[k]) ** 2).sum() for k in before)))
     assert moved[1e-3] == pytest.approx(0.1 * 1e-3, rel=1e-3), moved
