@@ -133,6 +133,51 @@ _BEFORE = {"mxnet": _before_mxnet, "tf": _before_tf, "paddle": _before_paddle}
 _AFTER = {"tf": _after_tf, "paddle": _after_paddle}
 
 
+# Data-parallel training (nin.workers): what each engine reads from the environment of the processes the launcher
+# starts, and the helper processes it needs besides the workers. PyTorch, Keras and JAX take their world as
+# arguments (the backends' ``join``); MXNet's parameter server and PaddlePaddle's collective engine read it here.
+
+#: backend -> the roles of the helper processes its engine needs on the coordinator's node, besides the workers
+SERVICES = {"mxnet": ("scheduler", "server")}
+#: backend -> why its engine runs on one machine only here
+ONE_NODE_ONLY = {"tf": "Keras's MultiWorkerMirroredStrategy needs the address of every worker, and --coordinator "
+                       "gives node 0's alone"}
+
+
+def engine_env(name: str, world, role: str = "worker") -> dict[str, str]:
+    """The environment variables backend ``name``'s engine reads in a process of ``world`` playing ``role``."""
+    if name == "mxnet":  # ps-lite: one scheduler (at the coordinator's address), one server, the workers
+        env = {"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": world.host, "DMLC_PS_ROOT_PORT": str(world.port),
+               "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(world.size)}
+        if world.nodes > 1:
+            return env
+        # One node: loopback only. The scheduler numbers the workers in the order of their (host, port): each
+        # listens on its own port (PORT, ps-lite's), in the order of the ranks, so that kv.rank is the world's.
+        env["DMLC_NODE_HOST"] = world.host
+        return {**env, "PORT": str(sorted(world.ports)[world.rank])} if role == "worker" and world.ports else env
+    if name == "paddle":  # paddle.distributed.init_parallel_env on gloo, its store at the first endpoint
+        ports = world.ports or [world.port + 1 + rank for rank in range(world.size)]
+        endpoints = [f"{world.host}:{world.port}", *(f"{world.host}:{p}" for p in ports[1:world.size])]
+        return {"PADDLE_TRAINER_ID": str(world.rank), "PADDLE_TRAINERS_NUM": str(world.size),
+                "PADDLE_TRAINER_ENDPOINTS": ",".join(endpoints), "PADDLE_CURRENT_ENDPOINT": endpoints[world.rank],
+                "PADDLE_MASTER": endpoints[0], "PADDLE_DISTRI_BACKEND": "gloo",
+                "PADDLE_LOCAL_RANK": str(world.local_rank), "PADDLE_RANK_IN_NODE": str(world.local_rank)}
+    return {}
+
+
+def serve(name: str, role: str, world) -> None:
+    """Run the helper process ``role`` of backend ``name``'s engine until the launcher ends it (SIGTERM), once every
+    worker has ended: MXNet's scheduler and server run their loop inside ``import mxnet`` (with ``DMLC_ROLE`` set:
+    :func:`engine_env`), which the workers leave without stopping it (``nin.mxnet``: a worker that failed must not
+    wait for the others at the exit's barrier; and a helper that ended by itself would read to the launcher as
+    one that failed)."""
+    if role not in SERVICES.get(name, ()):
+        raise ValueError(f"the {name} backend's engine has no {role!r} process")
+    os.environ.update(engine_env(name, world, role))
+    with importing(name):
+        import mxnet  # noqa: F401  (runs the loop, then exits: when the workers stop it, which nin's do not)
+
+
 # What the frameworks' errors look like, to say them in one line.
 
 _OOM = re.compile(r"out of memory|not enough memory|bad_alloc|\bOOM\b|(failed|unable|can.t|cannot) to allocate|"

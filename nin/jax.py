@@ -43,6 +43,7 @@ with frameworks.importing("jax"):
     import jax.numpy as jnp
     import optax
     from flax import nnx
+    from jax.experimental import multihost_utils
 
 #: the precisions ``train`` offers (bfloat16: the forward and backward pass in bfloat16, float32 weights)
 PRECISIONS = ("float32", "bfloat16")
@@ -138,7 +139,9 @@ load_data_fashion_mnist, train, evaluate_accuracy, predict, save_weights, load_w
 # The hooks of the protocol nin.api.Backend: what training, evaluation and weights files need from JAX.
 
 def default_device() -> jax.Device:
-    return jax.devices()[0]  # JAX's default backend: a GPU or TPU if there is one, else the CPU
+    # JAX's default backend: a GPU or TPU if there is one, else the CPU; this process's own first device (a worker
+    # of data-parallel training sees every worker's devices in jax.devices(), rank 0's first)
+    return jax.local_devices()[0]
 
 
 def from_numpy(X: numpy.ndarray) -> jax.Array:
@@ -195,19 +198,24 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str, clip: float | None = None):
+def trainer(net: NiN, device, precision: str, clip: float | None = None, world=None):
     """The book's step: plain SGD (optax) on the mean cross-entropy, one ``jax.jit`` function for the
     forward pass, the gradients and the update. Each step's learning rate is an argument of that function
     (``optax.inject_hyperparams``), so a new rate does not retrace. bfloat16: the model computes in
     bfloat16 from float32 weights cast at each step, the loss in float32; the gradients and updates are float32.
-    ``clip`` through ``optax.clip_by_global_norm``."""
+    ``clip`` through ``optax.clip_by_global_norm``. Data-parallel (``world`` of several workers): the same
+    function over the whole batch as one array sharded across every worker's devices, the weights replicated;
+    XLA sums the gradient over the workers (:func:`_parallel_step`)."""
     net.train()
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
     nnx.update(net, *jax.device_put((params, rest), device))
     optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
     clipper = optax.clip_by_global_norm(clip) if clip else optax.identity()
-    opt_state = jax.device_put(optimizer.init(params), device)
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+    if world is not None and world.size > 1:
+        yield _parallel_step(net, graphdef, optimizer, clipper, dtype, device, world)
+        return
+    opt_state = jax.device_put(optimizer.init(params), device)
 
     @jax.jit
     def jitted_step(params, rest, opt_state, X, y, lr, key):
@@ -222,7 +230,7 @@ def trainer(net: NiN, device, precision: str, clip: float | None = None):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, l, (y_hat.argmax(axis=1) == y).sum()
 
-    def step(X, y, lr):
+    def step(X, y, lr, total):
         nonlocal opt_state
         key = _dropout_key(net)  # this step's masks: the next key of the model's dropout stream
         params, rest = nnx.state(net, nnx.Param, ...)
@@ -247,6 +255,117 @@ def to_onnx(net: NiN, path, opset: int) -> None:
     raise api.NoExporter("JAX has no ONNX exporter of its own, and jax2onnx's newest release does not install beside "
                          "the pinned Flax 0.11.2; nin's exporter (nin.export) builds the same ONNX model from the "
                          "weights file, with no framework")
+
+
+def join(world) -> None:
+    """``jax.distributed.initialize`` with rank 0's coordinator service at the coordinator's address (the world
+    given, not detected from a cluster's environment); with several workers on a node, each its own GPU where
+    there are GPUs (``local_device_ids``, which a CPU ignores). XLA's collectives across processes on CPUs: gloo."""
+    jax.distributed.initialize(world.coordinator, world.size, world.rank,
+                               local_device_ids=[world.local_rank] if world.local_size > 1 else None,
+                               cluster_detection_method="deactivate")
+
+
+def all_sum(values) -> numpy.ndarray:
+    # gathered from every process by XLA (``process_allgather``), as raw bits: JAX computes in 32 bits unless
+    # its x64 mode is on, which would turn float64 sums into float32 ones; summed here, in rank order
+    bits = numpy.ascontiguousarray(numpy.asarray(values, dtype=numpy.float64)).view(numpy.uint32)
+    gathered = numpy.ascontiguousarray(multihost_utils.process_allgather(bits))  # workers x 2 * len(values)
+    return gathered.view(numpy.float64).sum(axis=0)
+
+
+def _parallel_step(net: NiN, graphdef, optimizer, clipper, dtype, device, world):
+    """The step of one worker of data-parallel training: one ``jax.jit`` function over a mesh of every worker's
+    devices, the batch (``total`` images) one array sharded along its rows, each worker holding its part,
+    the weights and the optimizer's state replicated. The loss is the sum of the per-image losses over the
+    whole batch divided by ``total``: XLA sums each device's gradient across the processes (its all-reduce),
+    and every worker takes the same step, clipped after that sum, from rank 0's weights (broadcast at the start,
+    as DDP does). The model itself (``net``) keeps this process's own arrays, so that ``logits``,
+    ``get_weights`` and the rest read it as in one process: each step replicates them and takes the new
+    weights back from this worker's copy (no copy: the same buffers).
+
+    A sharded array needs equal shards, but the parts of a batch are not equal (64 images on 3 workers: 22,
+    21 and 21, :meth:`nin.workers.World.part`): each worker pads its part, with zero images, to
+    ``ceil(total / workers)`` rows (a multiple of its devices), and those rows weigh 0 in the loss and the counts.
+
+    Dropout: each worker's masks come from its own key stream (:func:`seed_epoch`, seeded per rank), not from a
+    key common to the whole array: the step takes one key per device, sharded as the rows are, and the dropout
+    layer draws the mask of each device's rows from that device's key (a worker on one device draws the mask
+    one process would draw for a batch of its padded part). With dropout 0 no key is used."""
+    if jax.process_count() != world.size:
+        raise RuntimeError(f"{jax.process_count()} JAX processes for {world.size} workers: nin.jax.join(world) first")
+    mesh = jax.sharding.Mesh(numpy.array(jax.devices()), ("batch",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    blocks = jax.local_device_count()  # this worker's shards of the batch
+    start = multihost_utils.broadcast_one_to_all(nnx.state(net, nnx.Param))  # rank 0's weights
+    nnx.update(net, jax.device_put(start, device))
+    params, rest = nnx.state(net, nnx.Param, ...)
+    opt_state = _replicated(optimizer.init(params), replicated)
+    # the model's other state (its dropout streams): the step takes its keys as an argument and never reads it
+    rest = _replicated(rest, replicated)
+
+    @functools.partial(jax.jit, out_shardings=(replicated, replicated, rows, rows))
+    def jitted_step(params, opt_state, X, y, weight, lr, keys, total):
+        def loss(params):
+            model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(dtype), params), rest)
+            y_hat = _forward_blocks(model, X.astype(dtype), jax.random.wrap_key_data(keys)).astype(jnp.float32)
+            losses = optax.softmax_cross_entropy_with_integer_labels(y_hat, y) * weight
+            return losses.sum() / total, (losses, y_hat)
+
+        (_, (losses, y_hat)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        grads, _ = clipper.update(grads, clipper.init(params))
+        opt_state.hyperparams["learning_rate"] = lr
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, losses, (y_hat.argmax(axis=1) == y) * weight
+
+    def step(X, y, lr, total):
+        nonlocal opt_state
+        n = X.shape[0]
+        part = -(-total // world.size)
+        part = -(-part // blocks) * blocks  # every worker's rows: its part of the batch, padded
+        key = _dropout_key(net)
+        keys = jax.random.key_data(key[None] if blocks == 1 else jax.random.split(key, blocks))
+        local = (jnp.pad(X, ((0, part - n),) + ((0, 0),) * (X.ndim - 1)), jnp.pad(y, (0, part - n)),
+                 (numpy.arange(part) < n).astype(numpy.float32), keys)
+        X, y, weight, keys = (jax.make_array_from_process_local_data(rows, a) for a in local)
+        params = _replicated(nnx.state(net, nnx.Param), replicated)
+        params, opt_state, losses, hits = jitted_step(params, opt_state, X, y, weight, lr, keys, total)
+        nnx.update(net, jax.tree.map(lambda p: p.addressable_data(0), params))
+        return _mine(losses), _mine(hits), n
+
+    return step
+
+
+def _replicated(tree, sharding):
+    """This process's arrays (the same in every worker), each as one array replicated on every device of
+    ``sharding``, from copies on this process's devices."""
+    def one(x):
+        x = jnp.asarray(x)
+        devices = sharding.addressable_devices_indices_map(x.shape)  # in the order the sharding wants them
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, [jax.device_put(x, d) for d in devices])
+    return jax.tree.map(one, tree)
+
+
+def _mine(x: jax.Array) -> float:
+    """The sum of this worker's rows of a sharded array (its shards may lie on several devices)."""
+    return float(sum(numpy.asarray(shard.data).sum(dtype=numpy.float64) for shard in x.addressable_shards))
+
+
+def _forward_blocks(model: NiN, X: jax.Array, keys: jax.Array) -> jax.Array:
+    """``model`` on ``X`` (N,H,W,C) whose rows are ``len(keys)`` equal blocks: block ``i`` drops out with a mask
+    drawn from ``keys[i]``, as one process draws its mask for a batch of the block's rows (:class:`NiN`'s call,
+    with a key per block)."""
+    _, height, width, channels = X.shape
+    spec.check_channels(channels, model.in_channels)
+    spec.check_image_size(height, width, model.num_classes)
+    for layer in model.layers:
+        if isinstance(layer, nnx.Dropout):
+            blocks = X.reshape(len(keys), -1, *X.shape[1:])
+            X = jax.vmap(lambda key, x, layer=layer: layer(x, rngs=key))(keys, blocks).reshape(X.shape)
+        else:
+            X = layer(X)
+    return X
 
 
 def _dropout_key(net: NiN) -> jax.Array:

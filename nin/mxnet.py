@@ -26,7 +26,11 @@ Gluon's side of the framework differences, written down once here:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import gc
+import signal
 
 import numpy
 
@@ -181,25 +185,34 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str, clip: float | None = None):
+def trainer(net: NiN, device, precision: str, clip: float | None = None, world=None):
     """The book's step: plain SGD on the cross-entropy, the trainer dividing the summed gradients by the batch
-    (so ``clip``, a norm of the mean loss's gradient, is scaled by the batch before it applies to them)."""
+    (so ``clip``, a norm of the mean loss's gradient, is scaled by the batch before it applies to them).
+    Data-parallel: the kvstore of :func:`join` SUMS the workers' gradients of their summed losses (the trainer's
+    ``allreduce_grads``, the weights kept and updated by each worker), which the trainer then divides by the whole
+    batch; the clip applies to that sum."""
     net.collect_params().reset_ctx(device)
-    # One cached graph with its memory planned once, instead of one call into MXNet per layer and step.
+    # One cached graph with its memory planned once, instead of one call into MXNet per layer and step
+    # (a worker's part of the last, smaller batch has another shape: the graph is planned again for it).
     net.hybridize(static_alloc=True, static_shape=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    sgd = gluon.Trainer(net.collect_params(), "sgd")
+    workers = world.size if world else 1
+    sgd = (gluon.Trainer(net.collect_params(), "sgd", kvstore=_kvstore(), update_on_kvstore=False) if workers > 1
+           else gluon.Trainer(net.collect_params(), "sgd"))
 
-    def step(X, y, lr):
+    def step(X, y, lr, total):
         sgd.set_learning_rate(lr)
         X, y = X.as_in_ctx(device), y.as_in_ctx(device)
         with autograd.record():
             y_hat = net(X)
             l = loss(y_hat, y)
         l.backward()
+        # Trainer.step, in its two halves: the gradients summed over the workers (one process: nothing to do;
+        # the first call also gives every worker rank 0's weights, the same anyway), then the same update on each
+        sgd.allreduce_grads()
         if clip:
-            _clip(net, clip * X.shape[0])
-        sgd.step(X.shape[0])
+            _clip(net, clip * total)
+        sgd.update(total)
         return l.sum(), (y_hat.argmax(axis=1).astype(y.dtype) == y).sum(), X.shape[0]
 
     yield step
@@ -224,6 +237,65 @@ def to_onnx(net: NiN, path, opset: int) -> None:
     """MXNet's own exporter (``mxnet.onnx``) cannot run beside the onnx package nin needs: refused."""
     raise api.NoExporter("MXNet 1.9.1's own ONNX exporter (mxnet.onnx) imports onnx.mapping, which onnx 1.15 "
                          "removed; nin's exporter (nin.export) reads the same weights")
+
+
+def join(world) -> None:
+    """MXNet's parameter server: the kvstore ``dist_sync``, whose scheduler and server the launcher runs
+    (:func:`nin.frameworks.serve`) and which reads its world from ``DMLC_*`` variables
+    (:func:`nin.frameworks.engine_env`). The scheduler numbers the workers itself (``kv.rank``), in the order of
+    their addresses; each worker listens on its own port of ``world.ports``, in rank order, so that on one node
+    these are the world's ranks. Nothing here reads ``kv.rank``: the data each worker takes follows the world's
+    rank, and every worker starts from the same weights."""
+    kv = _kvstore()
+    if kv.num_workers != world.size:
+        raise RuntimeError(f"MXNet's kvstore counts {kv.num_workers} workers, the launcher started {world.size}")
+    atexit.register(_leave)
+
+
+def all_sum(values) -> numpy.ndarray:
+    """Pushed to the kvstore's server, which sums what every worker pushes under a key of its own (no optimizer
+    runs there: the trainer updates the weights on the workers), and pulled back."""
+    global _SUM_KEY_READY
+    kv = _kvstore()
+    values = np.array(numpy.asarray(values, dtype=numpy.float64), dtype="float64")
+    if not _SUM_KEY_READY:  # every worker at once: the first epoch's end
+        kv.init(_SUM_KEY, np.zeros(values.shape, dtype="float64"))
+        _SUM_KEY_READY = True
+    total = np.zeros(values.shape, dtype="float64")
+    kv.pushpull(_SUM_KEY, values, out=total)
+    return total.asnumpy()
+
+
+#: the distributed kvstore of this worker (:func:`join`), and the key of :func:`all_sum` (the trainer's keys are
+#: its parameters' indices)
+_KV, _SUM_KEY, _SUM_KEY_READY = None, 1 << 30, False
+
+
+def _kvstore():
+    global _KV
+    if _KV is None:
+        _KV = mx.kv.create("dist_sync")
+    return _KV
+
+
+def _leave() -> None:
+    """At exit, leave the engine without its barrier: a worker whose run failed must not wait there for the others
+    (they wait for its gradients); the launcher ends the scheduler and the server once every worker has ended.
+    The kvstore first waits for this worker's pending operations: should one never end (a peer gone), SIGALRM
+    ends the process (the launcher then stops the others)."""
+    global _KV
+    if _KV is None:
+        return
+    mx.base.check_call(mx.base._LIB.MXKVStoreSetBarrierBeforeExit(_KV.handle, ctypes.c_int(0)))
+    gc.collect()  # the trainer that also holds the kvstore (in reference cycles), so that the next line frees it
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(_LEAVE_WAIT)
+    _KV = None  # MXKVStoreFree: ps-lite's Finalize, without the barrier
+    signal.alarm(0)
+
+
+#: seconds a worker may take to leave the kvstore at exit
+_LEAVE_WAIT = 30
 
 
 def _batchify(samples, resize: int | None):

@@ -166,20 +166,25 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str, clip: float | None = None):
-    """The book's step: plain SGD on the mean cross-entropy; ``clip`` through ``nn.ClipGradByGlobalNorm``."""
+def trainer(net: NiN, device, precision: str, clip: float | None = None, world=None):
+    """The book's step: plain SGD on the mean cross-entropy; ``clip`` through ``nn.ClipGradByGlobalNorm``.
+    Data-parallel: ``paddle.DataParallel``, which averages the workers' gradients during the backward pass (before
+    the optimizer clips them); each worker's loss is its part's sum over the whole batch, times the workers."""
     paddle.device.set_device(device)
+    workers = world.size if world else 1
+    model = paddle.DataParallel(net) if workers > 1 else net
     optimizer = paddle.optimizer.SGD(learning_rate=0.0, parameters=net.parameters(),
                                      grad_clip=nn.ClipGradByGlobalNorm(clip) if clip else None)
     loss = nn.CrossEntropyLoss()
 
-    def step(X, y, lr):
+    def step(X, y, lr, total):
         net.train()
         optimizer.set_lr(lr)
         optimizer.clear_grad()
-        y_hat = net(X)
+        y_hat = model(X)
         l = loss(y_hat, y)
-        l.backward()
+        scale = X.shape[0] * workers / total  # the part's mean to its sum over the batch, times the workers
+        (l * scale if scale != 1 else l).backward()  # one process: the mean, as it was
         optimizer.step()
         with paddle.no_grad():
             return float(l) * X.shape[0], int((y_hat.argmax(axis=1) == y).sum()), X.shape[0]
@@ -198,6 +203,19 @@ def to_onnx(net: NiN, path, opset: int) -> None:
     raise api.NoExporter("PaddlePaddle's ONNX export needs the paddle2onnx package, which nin does not install; "
                          "nin's exporter (nin.export) builds the same ONNX model from the weights file, with no "
                          "framework")
+
+
+def join(world) -> None:
+    """``paddle.distributed.init_parallel_env`` on gloo (CPUs), which reads its world from ``PADDLE_*`` variables
+    (:func:`nin.frameworks.engine_env`): rank 0's TCP store at the coordinator's address, which the other ranks
+    retry until it listens."""
+    paddle.distributed.init_parallel_env()
+
+
+def all_sum(values) -> numpy.ndarray:
+    total = paddle.to_tensor(numpy.asarray(values, dtype=numpy.float64))
+    paddle.distributed.all_reduce(total)  # the sum
+    return total.numpy()
 
 
 def _batch(images: numpy.ndarray, labels: numpy.ndarray, resize: int | None) -> tuple[paddle.Tensor, paddle.Tensor]:

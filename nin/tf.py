@@ -188,9 +188,11 @@ def seed_epoch(net: NiN, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def trainer(net: NiN, device, precision: str, clip: float | None = None):
+def trainer(net: NiN, device, precision: str, clip: float | None = None, world=None):
     """The book's step: plain SGD on the mean cross-entropy; bfloat16 through a Keras dtype policy; ``clip``
-    through ``tf.clip_by_global_norm``."""
+    through ``tf.clip_by_global_norm``. Data-parallel (``world`` of several workers): the gradients of each
+    worker's loss sum over the whole batch, summed over the workers by the ``MultiWorkerMirroredStrategy`` of
+    :func:`join` (its collective all-reduce), then clipped and applied here, as one process's."""
     with tf.device(device):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         optimizer = keras.optimizers.SGD()
@@ -208,14 +210,14 @@ def trainer(net: NiN, device, precision: str, clip: float | None = None):
             optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
             return l, y_hat
 
-        def step(X, y, lr):
+        def step(X, y, lr, total):
             optimizer.learning_rate.assign(lr)  # a variable the graph reads: setting it does not retrace
             l, y_hat = graph_step(X, y)
             correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
             return l * X.shape[0], correct, X.shape[0]
 
         try:
-            yield step
+            yield _parallel_step(net, optimizer, clip) if world is not None and world.size > 1 else step
         finally:
             _set_precision(net, "float32")
 
@@ -235,6 +237,101 @@ def to_onnx(net: NiN, path, opset: int) -> None:
     signature = (tf.TensorSpec((None, net.in_channels, None, None), tf.float32, name="images"),)
     function = tf.function(lambda images: net(tf.transpose(images, (0, 2, 3, 1)), training=False))
     tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=os.fspath(path))
+
+
+#: the strategy of this worker of data-parallel training (:func:`join`); None in one process
+_STRATEGY = None
+
+
+def join(world) -> None:
+    """A ``tf.distribute.MultiWorkerMirroredStrategy`` over the workers of ``world`` (each at its own port of
+    ``world.ports``, TensorFlow's gRPC server), its all-reduce a RING of collective ops; on a node with GPUs,
+    the worker's own GPU alone. Keras's strategy needs every worker's address before it starts, which a worker
+    of ``--nodes`` does not know: one node only."""
+    global _STRATEGY
+    if world.nodes > 1 or len(world.ports) < world.size:
+        raise ValueError("Keras's MultiWorkerMirroredStrategy needs every worker's address, which --nodes does not "
+                         "give: train the tf backend on one node (--workers N)")
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # one GPU per worker: the strategy would take every GPU it sees as a replica of its own
+        if world.local_rank >= len(gpus):
+            raise ValueError(f"{world.local_size} workers on a node with {len(gpus)} GPUs: one GPU per worker")
+        tf.config.set_visible_devices(gpus[world.local_rank], "GPU")
+    cluster = tf.train.ClusterSpec({"worker": [f"{world.host}:{port}" for port in world.ports]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, task_type="worker", task_id=world.rank,
+                                                                    rpc_layer="grpc")
+    ring = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=ring)
+
+
+def all_sum(values) -> numpy.ndarray:
+    return _sum_over_workers(tf.constant(values, dtype=tf.float64)).numpy()
+
+
+@tf.function  # a graph: the strategy runs eagerly only with a warning of its overhead
+def _sum_over_workers(values):
+    """The sum over every worker of ``values`` (a tensor or a list of them), by the strategy's all-reduce."""
+    return tf.nest.map_structure(lambda value: _STRATEGY.experimental_local_results(value)[0],
+                                 _STRATEGY.run(_all_reduce, (values,)))
+
+
+def _all_reduce(values):
+    """In a replica of the strategy: the sum over every worker of ``values`` (copied to the replica's device
+    first: a graph's input has none, and the all-reduce sends its result where its input is)."""
+    values = tf.nest.map_structure(tf.identity, values)
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _parallel_step(net, optimizer, clip):
+    """The step of one worker of :data:`_STRATEGY`: a graph traced once, for batches of any length (the parts of
+    a batch differ by an image between workers, and the last batch is smaller: a graph traced anew for a shape
+    on some workers and not on others would no longer match their collective ops).
+
+    The model and the optimizer were made outside the strategy's scope: plain variables, not mirrored ones.
+    So the replica function (``strategy.run``) computes this worker's gradient of its loss sum over the whole
+    batch (``total`` examples) and sums it over the workers with the strategy's all-reduce; the clip and
+    the update run outside it, where the optimizer's own cross-replica sum (Keras's, for mirrored variables)
+    has a single replica and adds nothing. Every worker then takes the same step from the same weights,
+    rank 0's, which start broadcast (as the strategy does for variables made in its scope)."""
+    if _STRATEGY is None:
+        raise RuntimeError("a worker of data-parallel training joins the strategy first: nin.tf.join(world)")
+    strategy, variables = _STRATEGY, net.trainable_variables
+    rank = strategy.cluster_resolver.task_id
+    start = [tf.convert_to_tensor(v) if rank == 0 else tf.zeros(v.shape, v.dtype) for v in variables]
+    for variable, value in zip(variables, _sum_over_workers(start), strict=True):
+        variable.assign(value)
+
+    def replica_step(X, y, total):
+        with tf.GradientTape() as tape:
+            y_hat = tf.cast(net(X, training=True), tf.float32)
+            l = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, y_hat, from_logits=True))  # its sum
+            part = l / total  # this worker's part of the whole batch's mean
+        grads = _all_reduce(tape.gradient(part, variables))
+        return l, y_hat, grads
+
+    def graph_step(X, y, total):
+        l, y_hat, grads = tf.nest.map_structure(lambda value: strategy.experimental_local_results(value)[0],
+                                                strategy.run(replica_step, (X, y, total)))
+        if clip:
+            grads, _ = tf.clip_by_global_norm(grads, clip)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return l, y_hat
+
+    traced = None
+
+    def step(X, y, lr, total):
+        nonlocal traced
+        if traced is None:
+            signature = (tf.TensorSpec((None, *X.shape[1:]), X.dtype), tf.TensorSpec((None,), y.dtype),
+                         tf.TensorSpec((), tf.float32))
+            traced = tf.function(graph_step, input_signature=signature)
+        optimizer.learning_rate.assign(lr)
+        l, y_hat = traced(X, y, tf.constant(total, dtype=tf.float32))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(y_hat, axis=1, output_type=y.dtype) == y, tf.int32))
+        return l, correct, X.shape[0]
+
+    return step
 
 
 def _set_precision(net, precision: str) -> None:

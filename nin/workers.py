@@ -157,19 +157,27 @@ class Group:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.tails: dict[int, collections.deque] = {}
         self.ended: queue.Queue = queue.Queue()
+        self.output: list[bytes] = []
+        self.readers: list[threading.Thread] = []
         self.pgid = 0
 
-    def start(self, who: str, argv: list[str], env: dict, cpus: list[int] | None, stdout=None) -> None:
+    def start(self, who: str, argv: list[str], env: dict, cpus: list[int] | None, keep_output: bool = False) -> None:
+        """Start ``argv`` as ``who``, on ``cpus`` (None: all); its stderr is kept for :meth:`why`, its stdout thrown
+        away, or, with ``keep_output``, kept for :attr:`output` (said once the run has ended well)."""
         def child():
             _die_with_parent()
             if cpus:
                 os.sched_setaffinity(0, cpus)
 
-        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                process_group=self.pgid, preexec_fn=child)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if keep_output else subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, process_group=self.pgid,
+                                preexec_fn=child)
         self.pgid = self.pgid or proc.pid
         self.procs.append((who, proc))
         tail = self.tails[proc.pid] = collections.deque(maxlen=5)
+        if keep_output:
+            self.readers.append(threading.Thread(target=lambda: self.output.extend(proc.stdout), daemon=True))
+            self.readers[-1].start()
         threading.Thread(target=self._read, args=(proc, tail), daemon=True).start()
 
     def _read(self, proc: subprocess.Popen, tail: collections.deque) -> None:
@@ -180,10 +188,14 @@ class Group:
         self.ended.put(proc)
 
     def why(self, proc: subprocess.Popen) -> str:
+        """How ``proc`` ended: the signal that killed it, or its exit status and its error line (the last line on
+        its stderr that starts with "error:", else its last line)."""
         code = proc.returncode
-        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}")
-        last = [line for line in self.tails[proc.pid] if not line.startswith("Traceback")]
-        return f"{how}: {last[-1]}" if last else how
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        lines = list(self.tails[proc.pid])
+        last = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else None)
+        return f"exited with status {code}: {last}" if last else f"exited with status {code}"
 
     def who(self, proc: subprocess.Popen) -> str:
         return next(who for who, p in self.procs if p is proc)
@@ -218,11 +230,14 @@ def launch(job: dict, workers: int, nodes: int = 1, node: int = 0, host: str = "
         if node == 0:
             for role in services:
                 group.start(f"the engine's {role}", [sys.executable, "-m", "nin.workers", role],
-                            _env(job, members[0], role), None, subprocess.DEVNULL)
-        for world in members:
+                            _env(job, members[0], role), None)
+        for world in members:  # rank 0's output (the book's closing lines) is said when the run has ended well
             group.start(f"worker {world.rank} of {world.size}", [sys.executable, "-m", "nin.workers"],
-                        _env(job, world), _cpus(world), None if world.rank == 0 else subprocess.DEVNULL)
+                        _env(job, world), _cpus(world), keep_output=world.rank == 0)
         _watch(group, workers)
+        for reader in group.readers:
+            reader.join(5)
+        sys.stdout.write(b"".join(group.output).decode(errors="replace"))
     except KeyboardInterrupt:
         group.signal(signal.SIGINT)  # each worker stops after its batch (or its watchdog ends it)
         group.end(STOP_WAIT)

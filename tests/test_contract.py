@@ -101,7 +101,7 @@ def test_backend_implements_the_protocol(backend_name, backend):
     """Each hook of ``nin.api.Backend`` is there, with the protocol's parameters (``self`` aside)."""
     assert set(backend.PRECISIONS) <= {"float32", "bfloat16"} and "float32" in backend.PRECISIONS
     assert api.HOOKS == ("PRECISIONS", "default_device", "from_numpy", "to_numpy", "loader", "init_weights",
-                         "get_weights", "set_weights", "seed_epoch", "trainer", "logits", "to_onnx")
+                         "get_weights", "set_weights", "seed_epoch", "trainer", "logits", "to_onnx", "join", "all_sum")
     for hook in api.HOOKS[1:]:
         expected = list(inspect.signature(getattr(api.Backend, hook)).parameters)[1:]
         assert list(inspect.signature(getattr(backend, hook)).parameters) == expected, hook

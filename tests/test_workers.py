@@ -18,10 +18,10 @@ from nin import data, frameworks, runs, seeds, weights, workers
 
 #: 4 SGD steps of a global batch of 64 (the third worker's parts are one image short), at the smallest size
 STEPS = ["--limit-train", "256", "--limit-test", "96", "--epochs", "1", "--resize", "67", "--batch-size", "64"]
-#: what makes N workers take one process's steps: no dropout (its masks differ per worker), float32, and Kaiming
-#: weights with no clipping (after several steps, a primed init's units at their kink or a clipped step turn
-#: rounding differences into flipped ReLU gradients; one step stays equal: test_one_clipped_step_is_the_same)
-SAME = ["--dropout", "0", "--precision", "float32", "--init", "kaiming", "--lr", "0.05", "--seed", "0", "--quiet"]
+#: what makes N workers take one process's steps: no dropout (its masks differ per worker) and float32; the
+#: gradient clipped at a norm below its own (the clip applies to the combined gradient, as in one process)
+SAME = ["--dropout", "0", "--precision", "float32", "--init", "kaiming", "--lr", "0.05", "--clip", "0.5", "--seed",
+        "0", "--quiet"]
 
 
 def nin(*args, timeout=120, env=None) -> subprocess.CompletedProcess:
@@ -36,7 +36,10 @@ def left_behind(marker: str) -> list[str]:
 
 
 def relative_difference(a: dict, b: dict) -> float:
-    return max(float(np.abs(a[k] - b[k]).max() / np.abs(a[k]).max()) for k in a)
+    """``‖a - b‖ / ‖a‖`` over all the weights together (per tensor, a bias that has barely left its zero init holds
+    sums whose terms cancel, where float32 rounding in another order is a large part of a tiny number)."""
+    norm = lambda tensors: np.sqrt(sum(float((t.astype(np.float64) ** 2).sum()) for t in tensors))  # noqa: E731
+    return norm(a[k] - b[k] for k in a) / norm(a.values())
 
 
 @pytest.fixture
@@ -121,77 +124,60 @@ def test_a_busy_coordinator_port_is_named(fake, tmp_path):
 # Each framework's engine, through the command line.
 
 @pytest.mark.per_backend
-def test_two_and_three_workers_take_the_steps_of_one_process(backend_name, images, tmp_path):
-    """Same weights (relative difference <= 1e-5), same records, after 4 steps on 1, 2 and 3 workers."""
+def test_two_and_three_workers_and_two_nodes_take_the_steps_of_one_process(backend_name, backend, images, tmp_path):
+    """Same weights (relative difference <= 1e-5), same records, after 4 clipped steps on 1 process, 2 and 3 workers, and
+    two launchers ("nodes" on loopback) of one worker each meeting at node 0's coordinator; or, for an engine that
+    runs on one machine only (``nin.frameworks.ONE_NODE_ONLY``), one line from each node that says so."""
     found = {}
     for n in (1, 2, 3):
         proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / f"w{n}"),
                    "--workers", str(n), *STEPS, *SAME)
         assert proc.returncode == 0, proc.stderr
         found[n] = weights.load(tmp_path / f"w{n}" / runs.CHECKPOINT)
-    one = found[1][1]["history"][0]
-    for n in (2, 3):
-        assert relative_difference(found[1][0], found[n][0]) <= 1e-5, n
-        record = found[n][1]["history"][0]
-        assert record["test_acc"] == one["test_acc"] and record["train_acc"] == one["train_acc"]
-        assert record["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
-        assert found[n][1]["config"]["workers"] == n
-    assert not left_behind(str(tmp_path))
-
-
-@pytest.mark.per_backend
-def test_two_nodes_on_loopback_take_the_steps_of_one_process(backend_name, images, tmp_path):
-    """Two launchers, one worker each, meeting at node 0's coordinator: the steps of one process; or, for an
-    engine that runs on one machine only (``nin.frameworks.ONE_NODE_ONLY``), one line that says so."""
     port = workers.free_ports("127.0.0.1", 1)[0]
     common = ["train", "--backend", backend_name, "--data", images, "--nodes", "2", "--workers", "1",
-              "--coordinator", f"127.0.0.1:{port}", *STEPS, *SAME]
-    node1 = subprocess.Popen([sys.executable, "-m", "nin", *common, "--node-rank", "1", "--out", str(tmp_path / "n")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              "--coordinator", f"127.0.0.1:{port}", "--out", str(tmp_path / "nodes"), *STEPS, *SAME]
+    node1 = subprocess.Popen([sys.executable, "-m", "nin", *common, "--node-rank", "1"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
-        node0 = nin(*common, "--node-rank", "0", "--out", str(tmp_path / "n"))
+        node0 = nin(*common, "--node-rank", "0")
         _, err1 = node1.communicate(timeout=120)
     finally:
         node1.kill()
     if backend_name in frameworks.ONE_NODE_ONLY:
-        for proc, err in ((node0, node0.stderr), (node1, err1)):
-            assert proc.returncode == 1 and err.strip().splitlines() == [
+        for code, err in ((node0.returncode, node0.stderr), (node1.returncode, err1)):
+            assert code == 1 and err.strip().splitlines() == [
                 f"nin train: error: 2 nodes: {frameworks.ONE_NODE_ONLY[backend_name]}; train on one node"]
-        return
-    assert node0.returncode == 0 and node1.returncode == 0, (node0.stderr, err1)
-    assert nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / "one"), *STEPS,
-               *SAME).returncode == 0
-    tensors = [weights.load(tmp_path / run / runs.CHECKPOINT)[0] for run in ("one", "n")]
-    assert relative_difference(*tensors) <= 1e-5
+    else:
+        assert node0.returncode == 0 and node1.returncode == 0, (node0.stderr, err1)
+        found["nodes"] = weights.load(tmp_path / "nodes" / runs.CHECKPOINT)
+    net = backend.NiN()
+    backend.init_weights(net, "kaiming", 0)  # where the runs started: 4 steps move the weights far past the tolerance
+    assert relative_difference(found[1][0], backend.get_weights(net)) > 5e-4
+    one = found[1][1]["history"][0]
+    for n in found.keys() - {1}:
+        assert relative_difference(found[1][0], found[n][0]) <= 1e-5, n
+        record = found[n][1]["history"][0]
+        assert record["test_acc"] == one["test_acc"] and record["train_acc"] == one["train_acc"]
+        assert record["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+        assert found[n][1]["config"]["workers"] == (2 if n == "nodes" else n)
     assert not left_behind(str(tmp_path))
 
 
 @pytest.mark.per_backend
-def test_one_clipped_step_is_the_same(backend_name, images, tmp_path):
-    """The clip applies to the combined gradient, as in one process."""
-    one_step = ["--limit-train", "64", *STEPS[2:], *SAME, "--clip", "0.5"]
-    for n in (1, 2):
-        proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / f"w{n}"),
-                   "--workers", str(n), *one_step)
-        assert proc.returncode == 0, proc.stderr
-    tensors = [weights.load(tmp_path / f"w{n}" / runs.CHECKPOINT)[0] for n in (1, 2)]
-    assert relative_difference(*tensors) <= 1e-5
-
-
-@pytest.mark.per_backend
 def test_a_killed_worker_stops_the_run_and_resume_finishes_it(backend_name, tmp_path):
-    """Worker 1 killed during the second epoch: every process gone within 30 s, one line that names it, the
-    first epoch's checkpoint intact; ``--resume`` on one process finishes the run."""
-    make_set(tmp_path / "data", n_train=1024, n_test=64)
+    """Worker 1 killed after the first epoch: every process gone within 30 s, one line that names it, the last
+    finished epoch's checkpoint intact; ``--resume`` on one process trains the next epoch."""
+    make_set(tmp_path / "data", n_train=256, n_test=32)
     out = tmp_path / "run"
     launcher = subprocess.Popen([sys.executable, "-m", "nin", "train", "--backend", backend_name, "--data",
-                                 str(tmp_path / "data"), "--out", str(out), "--workers", "2", "--epochs", "2",
+                                 str(tmp_path / "data"), "--out", str(out), "--workers", "2", "--epochs", "100",
                                  "--resize", "67", "--batch-size", "16", "--seed", "0", "--quiet"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while not (out / runs.CHECKPOINT).is_file() and time.monotonic() < deadline and launcher.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert (out / runs.CHECKPOINT).is_file(), launcher.communicate()[1] if launcher.poll() is not None else ""
         ranks = {json.loads(_environ(pid)[workers.ENV])["world"]["rank"]: pid for pid in _children(launcher.pid)
                  if workers.ENV in _environ(pid) and json.loads(_environ(pid)[workers.ENV])["role"] == "worker"}
@@ -206,10 +192,10 @@ def test_a_killed_worker_stops_the_run_and_resume_finishes_it(backend_name, tmp_
     assert err.strip().splitlines() == [f"nin train: error: worker 1 of 2 (pid {ranks[1]}) was killed by SIGKILL; "
                                         f"every worker was stopped; continue with --resume {out}"]
     assert not left_behind(str(tmp_path))
-    assert len(weights.load(out / runs.CHECKPOINT)[1]["history"]) == 1
-    proc = nin("train", "--resume", str(out), "--quiet")
+    done = len(weights.load(out / runs.CHECKPOINT)[1]["history"])  # intact: it loads, with its checksum
+    proc = nin("train", "--resume", str(out), "--epochs", str(done + 1), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert [r["epoch"] for r in json.loads((out / runs.METRICS).read_text())["history"]] == [0, 1]
+    assert [r["epoch"] for r in json.loads((out / runs.METRICS).read_text())["history"]] == list(range(done + 1))
 
 
 def _children(pid: int) -> list[int]:
