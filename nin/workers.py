@@ -122,7 +122,8 @@ def check_split(batch_size: int, num_examples: int, workers: int) -> None:
         raise ValueError(f"{held} cannot be split across {workers} workers (each needs one image at least)")
 
 
-def worlds(workers: int, nodes: int = 1, node: int = 0, host: str = "127.0.0.1", port: int | None = None) -> list[World]:
+def worlds(workers: int, nodes: int = 1, node: int = 0, host: str = "127.0.0.1",
+           port: int | None = None) -> list[World]:
     """The worlds of this node's ``workers`` processes; ``port``: the coordinator's (None: a free one, one node)."""
     cores = sorted(os.sched_getaffinity(0))
     threads = max(1, len(cores) // workers)

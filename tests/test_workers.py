@@ -125,9 +125,9 @@ def test_a_busy_coordinator_port_is_named(fake, tmp_path):
 
 @pytest.mark.per_backend
 def test_two_and_three_workers_and_two_nodes_take_the_steps_of_one_process(backend_name, backend, images, tmp_path):
-    """Same weights (relative difference <= 1e-5), same records, after 4 clipped steps on 1 process, 2 and 3 workers, and
-    two launchers ("nodes" on loopback) of one worker each meeting at node 0's coordinator; or, for an engine that
-    runs on one machine only (``nin.frameworks.ONE_NODE_ONLY``), one line from each node that says so."""
+    """Same weights (relative difference <= 1e-5), same records, after 4 clipped steps on 1 process, 2 and 3
+    workers, and two launchers ("nodes" on loopback) of one worker each meeting at node 0's coordinator; or, for an
+    engine that runs on one machine only (``nin.frameworks.ONE_NODE_ONLY``), one line from each node that says so."""
     found = {}
     for n in (1, 2, 3):
         proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / f"w{n}"),
