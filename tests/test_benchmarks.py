@@ -104,3 +104,16 @@ def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
     assert list(report["results"]) == [*REQUESTED, "onnxruntime"]
     assert all(r["batch1_eps"] > 0 and r["batch128_eps"] > 0 for r in report["results"].values())
     assert report["matmul_gflops"] > 0 and "| onnxruntime |" in result.stdout and "512x512 matmul" in result.stdout
+
+
+def test_workers_benchmark_reports_the_ratio_of_two_workers_to_one_process(tmp_path):
+    make_class_set(tmp_path / "data", n_train=64, n_test=16)
+    name = REQUESTED[0]
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "workers.py"), "--backends", name, "--images", "64",
+                    "--resize", "67", "--epochs", "2", "--data", str(tmp_path / "data"), "--json",
+                    str(tmp_path / "w.json"), "--md", str(tmp_path / "w.md")], check=True, timeout=300)
+    report = json.loads((tmp_path / "w.json").read_text())
+    result = report["backends"][name]
+    assert report["workers"] == 2 and result["one"]["examples_per_sec"] > 0 and result["many"]["examples_per_sec"] > 0
+    assert result["ratio"] == pytest.approx(result["many"]["examples_per_sec"] / result["one"]["examples_per_sec"])
+    assert f"| {name} |" in (tmp_path / "w.md").read_text()
