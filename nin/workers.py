@@ -201,20 +201,20 @@ class Group:
     def who(self, proc: subprocess.Popen) -> str:
         return next(who for who, p in self.procs if p is proc)
 
-    def signal(self, signum: int) -> None:
+    def send(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signum)
 
-    def end(self, wait: float) -> None:
-        """Ask every process still running to stop (SIGTERM), and kill what is left after ``wait`` seconds."""
+    def end(self, wait: float, signum: int = signal.SIGTERM) -> None:
+        """Ask every process still running to stop (``signum``), and kill what is left after ``wait`` seconds."""
         if not self.pgid:
             return
-        self.signal(signal.SIGTERM)
+        self.send(signum)
         deadline = time.monotonic() + wait
         for _, proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))
-        self.signal(signal.SIGKILL)
+        self.send(signal.SIGKILL)
         for _, proc in self.procs:
             proc.wait()
 
@@ -240,8 +240,7 @@ def launch(job: dict, workers: int, nodes: int = 1, node: int = 0, host: str = "
             reader.join(5)
         sys.stdout.write(b"".join(group.output).decode(errors="replace"))
     except KeyboardInterrupt:
-        group.signal(signal.SIGINT)  # each worker stops after its batch (or its watchdog ends it)
-        group.end(STOP_WAIT)
+        group.end(STOP_WAIT, signal.SIGINT)  # each worker stops after its batch (or its watchdog ends it)
         raise
     finally:
         group.end(5)
