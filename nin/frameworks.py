@@ -141,7 +141,9 @@ _AFTER = {"tf": _after_tf, "paddle": _after_paddle}
 SERVICES = {"mxnet": ("scheduler", "server")}
 #: backend -> why its engine runs on one machine only here
 ONE_NODE_ONLY = {"tf": "Keras's MultiWorkerMirroredStrategy needs the address of every worker, and --coordinator "
-                       "gives node 0's alone"}
+                       "gives node 0's alone",
+                 "mxnet": "MXNet's parameter server across nodes is not proven here (on loopback, one two-node run "
+                          "hung and one ended with other weights than one process's)"}
 
 
 def engine_env(name: str, world, role: str = "worker") -> dict[str, str]:
