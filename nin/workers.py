@@ -160,11 +160,14 @@ class Group:
         self.ended: queue.Queue = queue.Queue()
         self.output: list[bytes] = []
         self.readers: list[threading.Thread] = []
+        self.workers: set[subprocess.Popen] = set()
         self.pgid = 0
 
-    def start(self, who: str, argv: list[str], env: dict, cpus: list[int] | None, keep_output: bool = False) -> None:
-        """Start ``argv`` as ``who``, on ``cpus`` (None: all); its stderr is kept for :meth:`why`, its stdout thrown
-        away, or, with ``keep_output``, kept for :attr:`output` (said once the run has ended well)."""
+    def start(self, who: str, argv: list[str], env: dict, cpus: list[int] | None, keep_output: bool = False,
+              worker: bool = True) -> None:
+        """Start ``argv`` as ``who``, on ``cpus`` (None: all), a worker or (``worker=False``) an engine's helper,
+        which the run does not wait for; its stderr is kept for :meth:`why`, its stdout thrown away, or, with
+        ``keep_output``, kept for :attr:`output` (said once the run has ended well)."""
         def child():
             _die_with_parent()
             if cpus:
@@ -175,6 +178,8 @@ class Group:
                                 preexec_fn=child)
         self.pgid = self.pgid or proc.pid
         self.procs.append((who, proc))
+        if worker:
+            self.workers.add(proc)
         tail = self.tails[proc.pid] = collections.deque(maxlen=5)
         if keep_output:
             self.readers.append(threading.Thread(target=lambda: self.output.extend(proc.stdout), daemon=True))
@@ -231,7 +236,7 @@ def launch(job: dict, workers: int, nodes: int = 1, node: int = 0, host: str = "
         if node == 0:
             for role in services:
                 group.start(f"the engine's {role}", [sys.executable, "-m", "nin.workers", role],
-                            _env(job, members[0], role), None)
+                            _env(job, members[0], role), None, worker=False)
         for world in members:  # rank 0's output (the book's closing lines) is said when the run has ended well
             group.start(f"worker {world.rank} of {world.size}", [sys.executable, "-m", "nin.workers"],
                         _env(job, world), _cpus(world), keep_output=world.rank == 0)
@@ -254,10 +259,9 @@ def _watch(group: Group, workers: int) -> None:
             proc = group.ended.get(timeout=0.5)
         except queue.Empty:
             continue
-        who = group.who(proc)
-        if proc.returncode != 0 or not who.startswith("worker"):
+        if proc.returncode != 0 or proc not in group.workers:  # a helper that ends before the workers failed too
             group.end(5)
-            raise WorkerFailed(f"{who} (pid {proc.pid})", group.why(proc))
+            raise WorkerFailed(f"{group.who(proc)} (pid {proc.pid})", group.why(proc))
         done += 1
 
 
