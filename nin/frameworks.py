@@ -92,7 +92,27 @@ def _before_paddle() -> str | None:
     if "tensorflow" in sys.modules and "paddle" not in sys.modules and importlib.util.find_spec("paddle") is not None:
         raise ImportError("PaddlePaddle crashes the process when it is imported after TensorFlow: import nin.paddle "
                           "(or paddle) before nin.tf (or tensorflow)")
+    _paddle_mkl_on_amd()
     return _users_omp_threads()
+
+
+def _paddle_mkl_on_amd() -> None:
+    """Let PaddlePaddle's MKL use AVX2 on AMD CPUs; before ``import paddle``.
+
+    PaddlePaddle 3.3.1's CPU wheel computes its convolutions with the MKL it bundles (``libmklml_intel.so``,
+    2019.5), which on a CPU that is not Intel's takes its slowest code path; that MKL still reads
+    ``MKL_DEBUG_CPU_TYPE`` (later ones ignore it), and 5 selects its AVX2 path (docs/speed.md). Left as the user
+    set it, and left unset on Intel CPUs (where MKL picks AVX-512 itself) and where paddle is already imported.
+    """
+    if "MKL_DEBUG_CPU_TYPE" in os.environ or "paddle" in sys.modules:
+        return
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return  # not Linux
+    if re.search(r"^vendor_id\s*:\s*AuthenticAMD$", cpuinfo, re.MULTILINE) and re.search(r"^flags\s*:.*\bavx2\b",
+                                                                                          cpuinfo, re.MULTILINE):
+        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
 
 
 def _users_omp_threads() -> str | None:

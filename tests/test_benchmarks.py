@@ -117,3 +117,28 @@ def test_workers_benchmark_reports_the_ratio_of_two_workers_to_one_process(tmp_p
     assert report["workers"] == 2 and result["one"]["examples_per_sec"] > 0 and result["many"]["examples_per_sec"] > 0
     assert result["ratio"] == pytest.approx(result["many"]["examples_per_sec"] / result["one"]["examples_per_sec"])
     assert f"| {name} |" in (tmp_path / "w.md").read_text()
+
+
+def test_exercise_screens_add_seeds_to_those_recorded_and_the_report_tabulates_them(tmp_path, monkeypatch):
+    """``benchmarks/experiments.py``: a screen's seeds accumulate in its results file, and ``report`` puts them
+    beside the cpu preset's rows (here: none) from those files only."""
+    make_class_set(tmp_path / "data", n_train=16, n_test=16)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import experiments
+
+    for name in ("RESULTS", "UNITS", "OUT"):
+        monkeypatch.setattr(experiments, name, tmp_path / name.lower())
+    experiments.RESULTS.mkdir()
+    monkeypatch.setattr(experiments, "SCREENS", {"tiny": {"epochs": 2, "resize": 67, "batch_size": 8}})
+    for seed in (0, 1):
+        assert experiments.main(["tuning", "--screens", "tiny", "--seeds", str(seed), "--backend", REQUESTED[0],
+                                 "--data", str(tmp_path / "data"), "--runs", str(tmp_path / "runs")]) == 0
+    name = experiments.result_name("tune", "tiny", REQUESTED[0])
+    rows = json.loads((experiments.RESULTS / f"{name}.json").read_text())["rows"]
+    assert [(r["seed"], r["config"]["epochs"], r["config"]["resize"]) for r in rows] == [(0, 2, 67), (1, 2, 67)]
+    assert experiments.main(["report", "--backend", REQUESTED[0]]) == 0
+    accs = [r["final_test_acc"] for r in rows]
+    assert (f"| tiny | epochs=2, resize=67, batch_size=8 | 0, 1 | {sum(accs) / 2:.3f} ± "
+            in (experiments.OUT / "tuning.md").read_text())
+    assert "| cpu | the cpu preset: " in (experiments.OUT / "tuning.md").read_text()
+    assert (experiments.OUT / "tuning.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,7 @@
 MXNet 1.9 halves OpenMP's threads on x86 for the whole process unless told otherwise (see
 nin/mxnet.py): on CPUs without hyperthreads that halves its speed and PyTorch's beside it.
 PaddlePaddle's import computes on one thread and writes OMP_NUM_THREADS=1 into the process's
-environment (see nin/paddle.py).
+environment (see nin/paddle.py); its MKL takes a slow path on AMD CPUs unless told (nin/frameworks.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ OPENMP = "import ctypes; print(ctypes.CDLL('libgomp.so.1').omp_get_max_threads()
 
 
 def _run(code: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "MKL_DEBUG_CPU_TYPE")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,3 +72,14 @@ def test_paddle_computes_on_every_core_and_leaves_the_environment(name, first):
 @pytest.mark.parametrize("name", PADDLE)
 def test_paddle_keeps_the_users_thread_count(name):
     assert float(_run(f"import paddle; from nin import paddle as _; {BUSY}", OMP_NUM_THREADS="1")) < 1.25
+
+
+@pytest.mark.parametrize("name", PADDLE)
+def test_paddle_takes_mkls_avx2_path_on_amd_cpus_unless_told_otherwise(name):
+    """PaddlePaddle's MKL (2019.5) takes its slowest path on a CPU that is not Intel's: ``MKL_DEBUG_CPU_TYPE=5``
+    selects its AVX2 one (2x the training speed on an AMD EPYC, docs/speed.md); a user's value is kept."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    amd = "AuthenticAMD" in cpuinfo and " avx2" in cpuinfo
+    code = "from nin import paddle as _; import os; print(os.environ.get('MKL_DEBUG_CPU_TYPE'))"
+    assert _run(code) == ("5" if amd else "None")
+    assert _run(code, MKL_DEBUG_CPU_TYPE="0") == "0"

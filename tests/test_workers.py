@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fakedata import make_set
-from nin import data, frameworks, runs, seeds, weights, workers
+from nin import cli, data, frameworks, runs, seeds, weights, workers
 
 #: 4 SGD steps of a global batch of 64 (the third worker's parts are one image short), at the smallest size
 STEPS = ["--limit-train", "256", "--limit-test", "96", "--epochs", "1", "--resize", "67", "--batch-size", "64"]
@@ -125,17 +125,21 @@ def test_a_busy_coordinator_port_is_named(fake, tmp_path):
 # Each framework's engine, through the command line.
 
 @pytest.mark.per_backend
-def test_two_and_three_workers_and_two_nodes_take_the_steps_of_one_process(backend_name, backend, images, tmp_path):
-    """Same weights (relative difference <= 1e-5), same records, after 4 steps on 1 process, 2 and 3 workers, and
-    two launchers ("nodes" on loopback) of one worker each meeting at node 0's coordinator (or, for an engine that
-    runs on one machine only, ``nin.frameworks.ONE_NODE_ONLY``, one line from each node that says so); and a step
-    whose gradient is clipped (at a norm below its own: the clip applies to the combined gradient)."""
+def test_three_workers_and_two_nodes_take_the_steps_of_one_process(backend_name, backend, images, tmp_path):
+    """Same weights (relative difference <= 1e-5), same records, after 4 steps on 1 process, on 3 workers (the last
+    one's parts one image short), and on two launchers ("nodes" on loopback) of one worker each meeting at node 0's
+    coordinator (or, for an engine that runs on one machine only, ``nin.frameworks.ONE_NODE_ONLY``, one line from
+    each node that says so); and a step on 2 workers whose gradient is clipped (at a norm below its own: the clip
+    applies to the combined gradient)."""
     found = {}
-    for n in (1, 2, 3):
-        proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / f"w{n}"),
-                   "--workers", str(n), *STEPS, *SAME)
-        assert proc.returncode == 0, proc.stderr
-        found[n] = weights.load(tmp_path / f"w{n}" / runs.CHECKPOINT)
+    # one process in this one (its framework already imported), the workers through the command line
+    assert cli.main(["train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / "w1"), *STEPS,
+                     *SAME]) == 0
+    found[1] = weights.load(tmp_path / "w1" / runs.CHECKPOINT)
+    proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / "w3"), "--workers", "3",
+               *STEPS, *SAME)
+    assert proc.returncode == 0, proc.stderr
+    found[3] = weights.load(tmp_path / "w3" / runs.CHECKPOINT)
     port = workers.free_ports("127.0.0.1", 1)[0]
     common = ["train", "--backend", backend_name, "--data", images, "--nodes", "2", "--workers", "1",
               "--coordinator", f"127.0.0.1:{port}", "--out", str(tmp_path / "nodes"), *STEPS, *SAME]
@@ -163,10 +167,10 @@ def test_two_and_three_workers_and_two_nodes_take_the_steps_of_one_process(backe
         assert record["test_acc"] == one["test_acc"] and record["train_acc"] == one["train_acc"]
         assert record["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
         assert found[n][1]["config"]["workers"] == (2 if n == "nodes" else n)
-    for n in (1, 2):
-        proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / f"clip{n}"),
-                   "--workers", str(n), *STEPS, *SAME, "--limit-train", "64", "--clip", "0.5")
-        assert proc.returncode == 0, proc.stderr
+    clip = ["train", "--backend", backend_name, "--data", images, *STEPS, *SAME, "--limit-train", "64", "--clip", "0.5"]
+    assert cli.main([*clip, "--out", str(tmp_path / "clip1")]) == 0
+    proc = nin(*clip, "--out", str(tmp_path / "clip2"), "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
     clipped = [weights.load(tmp_path / f"clip{n}" / runs.CHECKPOINT)[0] for n in (1, 2)]
     assert relative_difference(*clipped) <= 1e-5
     assert not left_behind(str(tmp_path))
@@ -176,7 +180,7 @@ def test_two_and_three_workers_and_two_nodes_take_the_steps_of_one_process(backe
 def test_a_killed_worker_stops_the_run_and_resume_finishes_it(backend_name, tmp_path):
     """Worker 1 killed after the first epoch: every process gone within 30 s, one line that names it, the last
     finished epoch's checkpoint intact; ``--resume`` on one process trains the next epoch."""
-    make_set(tmp_path / "data", n_train=256, n_test=32)
+    make_set(tmp_path / "data", n_train=64, n_test=32)  # 4 steps an epoch
     out = tmp_path / "run"
     launcher = subprocess.Popen([sys.executable, "-m", "nin", "train", "--backend", backend_name, "--data",
                                  str(tmp_path / "data"), "--out", str(out), "--workers", "2", "--epochs", "100",
@@ -201,8 +205,7 @@ def test_a_killed_worker_stops_the_run_and_resume_finishes_it(backend_name, tmp_
                                         f"every worker was stopped; continue with --resume {out}"]
     assert not left_behind(str(tmp_path))
     done = len(weights.load(out / runs.CHECKPOINT)[1]["history"])  # intact: it loads, with its checksum
-    proc = nin("train", "--resume", str(out), "--epochs", str(done + 1), "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["train", "--resume", str(out), "--epochs", str(done + 1), "--quiet"]) == 0
     assert [r["epoch"] for r in json.loads((out / runs.METRICS).read_text())["history"]] == list(range(done + 1))
 
 
