@@ -90,8 +90,8 @@ def count_units(name: str, backend: str, seeds: list[int], runs: Path, data: str
             counted[seed] = units.units(out, data, None)
     if counted:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"machine": accuracy.machine(), "rows": [counted[s] for s in sorted(counted)]},
-                                   indent=1) + "\n")
+        path.write_text(json.dumps({"machine": accuracy.machine(), "command": " ".join(["python", *sys.argv]),
+                                    "rows": [counted[s] for s in sorted(counted)]}, indent=1) + "\n")
 
 
 def spread(values: list[float], digits: int = 3) -> str:
