@@ -145,6 +145,12 @@ def tuning_report(backend: str) -> str:
     return "\n".join(lines)
 
 
+def machines(names, kind: str, backend: str) -> str:
+    """The machines the recorded runs of ``names`` ran on."""
+    found = sorted({m for name in names for r in rows(result_name(kind, name, backend)) for m in r.get("machines", [])})
+    return ", ".join(found) or "none recorded"
+
+
 def plot(groups: dict[str, list[dict]], path: Path, title: str) -> None:
     """Train loss and test accuracy per epoch: one colour per group, its mean over seeds bold, each seed thin (no
     figure without runs)."""
@@ -177,13 +183,19 @@ def plot(groups: dict[str, list[dict]], path: Path, title: str) -> None:
 
 def report(backend: str, second: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "variants.md").write_text(f"# Exercises 2 and 4: NiN's variants, `cpu` preset, full data\n\n"
-                                     f"{variants_report(backend, second)}\n")
+    (OUT / "variants.md").write_text(
+        f"# Exercises 2 and 4: NiN's variants, `cpu` preset, full data\n\n{variants_report(backend, second)}\n\n"
+        f"Each variant: `python benchmarks/experiments.py variants --only <variant> --seeds 0,1,2 --data DIR` "
+        f"(`--backend {second} --seeds 0` for the last column); one run: `python -m nin train --backend {backend} "
+        f"--preset {PRESET} --seed S --num-1x1 N --head H`.\n\nMachines: {machines(VARIANTS, 'variant', backend)}\n")
     plot({f"num_1x1={v['num_1x1']}, {v['head']}": found for name, v in VARIANTS.items()
           if (found := variant_rows(name, backend))},
          OUT / "variants.png", f"NiN's variants, {backend}, cpu preset (60,000/10,000 images)")
-    (OUT / "tuning.md").write_text(f"# Exercise 1: training settings for the book's model, {backend}, full data\n\n"
-                                   f"{tuning_report(backend)}\n")
+    (OUT / "tuning.md").write_text(
+        f"# Exercise 1: training settings for the book's model, {backend}, full data\n\n{tuning_report(backend)}\n\n"
+        f"Each screen: `python benchmarks/experiments.py tuning --screens <screen> --seeds 0,1,2 --data DIR`; one run: "
+        f"`python -m nin train --backend {backend} --preset {PRESET} --seed S` with the screen's settings as flags "
+        f"(`--epochs 18`).\n\nMachines: {machines(SCREENS, 'tune', backend)}\n")
     plot({name: found for name in (PRESET, *SCREENS)
           if (found := rows(PRESET if name == PRESET else result_name("tune", name, backend), backend))},
          OUT / "tuning.png", f"The book's model under other training settings, {backend} (60,000/10,000 images)")
