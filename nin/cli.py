@@ -350,7 +350,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(nin.BACKENDS), help="required unless --resume")
     p.add_argument("--preset", choices=list(presets.PRESETS),
                    help="book: d2l.ai's settings (224x224, 10 epochs, lr 0.1, Xavier); cpu: a recipe for a "
-                        "small CPU (96x96, 6 epochs, primed init, warm-up and cosine decay, bfloat16 where offered). "
+                        "small CPU (96x96, 6 epochs, primed init, warm-up and cosine decay, bfloat16 where offered); "
+                        "cpu-long: cpu over 18 epochs (exercise 1's tuning). "
                         "The flags below override the preset's values")
     p.add_argument("--epochs", type=int, help="number of epochs in all")
     p.add_argument("--lr", type=float, help="learning rate (the peak, with a warm-up or a cosine schedule)")

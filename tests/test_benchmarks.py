@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each starts a benchmark script in a process of its own: tens of seconds
 
 
-@pytest.mark.per_backend
+# The benchmark scripts hold no framework's code: they call the backends' public hooks (and nin.book's loops), which
+# each framework's env tests itself. So they run where the backend-neutral tests run (NIN_NEUTRAL: the torch env,
+# with its backend), once: a second env would check the same script again.
+
 def test_training_benchmark_reports_every_requested_backend(tmp_path):
     make_class_set(tmp_path / "data", n_train=16, n_test=16)
     result = subprocess.run(
@@ -42,8 +45,7 @@ def test_training_benchmark_reports_every_requested_backend(tmp_path):
 
 
 def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_path):
-    """The grid's bookkeeping (its table, its resume, the rows kept when a run is gone) is the same in every
-    backend: it runs where the backend-neutral tests run (NIN_NEUTRAL), with the env's backend."""
+    """The grid's bookkeeping: its table, its resume, the rows kept when a run is gone."""
     make_class_set(tmp_path / "data", n_train=16, n_test=16)
     grid = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backends", ",".join(REQUESTED),
             "--seeds", "0,1", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"),
@@ -90,7 +92,6 @@ def test_accuracy_benchmark_tabulates_every_run_and_resumes_a_stopped_grid(tmp_p
         (b, s) for b in REQUESTED for s in (0, 1) if (b, s) != (REQUESTED[0], 1)]
 
 
-@pytest.mark.per_backend
 def test_inference_benchmark_reports_every_backend_and_onnx_runtime(tmp_path):
     make_class_set(tmp_path / "data", n_train=8, n_test=16)
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""Presets (``--preset book|cpu``) and budgets (``nin.presets.BUDGETS``): their settings, explicit settings
+"""Presets (``--preset book|cpu|cpu-long``) and budgets (``nin.presets.BUDGETS``): their settings, explicit settings
 over a preset, the refusal of unknown ones, and ``presets.train``."""
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ def test_book_preset_is_the_books_settings():
     book = presets.PRESETS["book"]
     assert (book["epochs"], book["lr"], book["batch_size"], book["resize"]) == (10, 0.1, 128, 224)
     assert (book["init"], book["precision"], book["schedule"], book["warmup"]) == ("xavier", "float32", "constant", 0)
+
+
+def test_cpu_long_is_the_cpu_preset_over_three_times_the_epochs():
+    assert presets.PRESETS["cpu-long"] == dict(presets.PRESETS["cpu"], epochs=3 * presets.PRESETS["cpu"]["epochs"])
 
 
 def test_every_preset_fixes_every_setting():
@@ -40,7 +44,7 @@ def test_cpu_preset_uses_bfloat16_only_where_the_backend_offers_it(backend_name,
 
 
 def test_unknown_preset_or_setting_is_refused():
-    with pytest.raises(ValueError, match="unknown preset 'gpu'; choose one of book, cpu"):
+    with pytest.raises(ValueError, match="unknown preset 'gpu'; choose one of book, cpu, cpu-long"):
         presets.resolve("gpu", "torch")
     with pytest.raises(ValueError, match="no setting momentum"):
         presets.resolve("cpu", "torch", momentum=0.9)
