@@ -25,6 +25,7 @@ from pathlib import Path
 from common import machine  # benchmarks/common
 
 import nin  # imports no framework
+from nin import frameworks
 
 
 def speed(backend: str, workers: int, args, out: Path) -> dict:
@@ -51,7 +52,9 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default=",".join(nin.BACKENDS))
+    engines = [name for name in nin.BACKENDS if name not in frameworks.ONE_PROCESS_ONLY]
+    parser.add_argument("--backends", default=",".join(engines),
+                        help="default: every backend whose engine trains on several processes")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--resize", type=int, default=96)

@@ -164,6 +164,10 @@ ONE_NODE_ONLY = {"tf": "Keras's MultiWorkerMirroredStrategy needs the address of
                        "gives node 0's alone",
                  "mxnet": "MXNet's parameter server across nodes is not proven here (on loopback, one two-node run "
                           "hung and one ended with other weights than one process's)"}
+#: backend -> why its engine does not train on several processes here at all
+ONE_PROCESS_ONLY = {"mxnet": "MXNet 1.9.1's parameter server (kvstore dist_sync) gave wrong gradients here (on one "
+                             "machine, 1 to 3 of 10 runs of 2 or 3 workers ended 4 steps with other weights than one "
+                             "process's, some of them finite)"}
 
 
 def engine_env(name: str, world, role: str = "worker") -> dict[str, str]:

@@ -245,7 +245,8 @@ def join(world) -> None:
     (:func:`nin.frameworks.engine_env`). The scheduler numbers the workers itself (``kv.rank``), in the order of
     their addresses; each worker listens on its own port of ``world.ports``, in rank order, so that on one node
     these are the world's ranks. Nothing here reads ``kv.rank``: the data each worker takes follows the world's
-    rank, and every worker starts from the same weights."""
+    rank, and every worker starts from the same weights. The launcher refuses it (``nin.frameworks.ONE_PROCESS_ONLY``:
+    some runs ended with wrong gradients, docs/distributed.md); it stays for when that is understood."""
     kv = _kvstore()
     if kv.num_workers != world.size:
         raise RuntimeError(f"MXNet's kvstore counts {kv.num_workers} workers, the launcher started {world.size}")

@@ -325,6 +325,9 @@ def fit(config: dict, out, *, resume: bool = False, source=None, quiet: bool = F
         raise ValueError(f"{nodes} nodes need the coordinator's address (node 0's HOST:PORT)")
     if nodes > 1 and config["backend"] in frameworks.ONE_NODE_ONLY:
         raise ValueError(f"{nodes} nodes: {frameworks.ONE_NODE_ONLY[config['backend']]}; train on one node")
+    if workers * nodes > 1 and config["backend"] in frameworks.ONE_PROCESS_ONLY:
+        raise ValueError(f"{workers * nodes} workers: {frameworks.ONE_PROCESS_ONLY[config['backend']]}; "
+                         f"train in one process")
     if not 0 <= node < nodes:
         raise ValueError(f"node {node} is not one of the {nodes} nodes (0 to {nodes - 1})")
     host, port = _address(coordinator) if coordinator else ("127.0.0.1", None)

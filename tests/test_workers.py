@@ -130,7 +130,15 @@ def test_three_workers_and_two_nodes_take_the_steps_of_one_process(backend_name,
     one's parts one image short), and on two launchers ("nodes" on loopback) of one worker each meeting at node 0's
     coordinator (or, for an engine that runs on one machine only, ``nin.frameworks.ONE_NODE_ONLY``, one line from
     each node that says so); and a step on 2 workers whose gradient is clipped (at a norm below its own: the clip
-    applies to the combined gradient)."""
+    applies to the combined gradient). An engine that does not train on several processes here
+    (``nin.frameworks.ONE_PROCESS_ONLY``) is refused in one line."""
+    if backend_name in frameworks.ONE_PROCESS_ONLY:  # refused in one line, before any process starts
+        proc = nin("train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / "w3"), "--workers",
+                   "3", *STEPS, *SAME)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"nin train: error: 3 workers: {frameworks.ONE_PROCESS_ONLY[backend_name]}; train in one process"]
+        assert not (tmp_path / "w3").exists()
+        return
     found = {}
     # one process in this one (its framework already imported), the workers through the command line
     assert cli.main(["train", "--backend", backend_name, "--data", images, "--out", str(tmp_path / "w1"), *STEPS,
@@ -182,6 +190,12 @@ def test_a_killed_worker_stops_the_run_and_resume_finishes_it(backend_name, tmp_
     finished epoch's checkpoint intact; ``--resume`` on one process trains the next epoch."""
     make_set(tmp_path / "data", n_train=64, n_test=32)  # 4 steps an epoch
     out = tmp_path / "run"
+    if backend_name in frameworks.ONE_PROCESS_ONLY:  # nothing to kill: refused in one line
+        proc = nin("train", "--backend", backend_name, "--data", str(tmp_path / "data"), "--out", str(out),
+                   "--workers", "2", "--seed", "0", "--quiet")
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"nin train: error: 2 workers: {frameworks.ONE_PROCESS_ONLY[backend_name]}; train in one process"]
+        return
     launcher = subprocess.Popen([sys.executable, "-m", "nin", "train", "--backend", backend_name, "--data",
                                  str(tmp_path / "data"), "--out", str(out), "--workers", "2", "--epochs", "100",
                                  "--resize", "67", "--batch-size", "16", "--seed", "0", "--quiet"],
