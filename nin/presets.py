@@ -22,8 +22,8 @@ choice: ``docs/training.md``):
 - ``precision="bfloat16"`` where the backend offers it (``backend.PRECISIONS``), else float32.
 
 ``cpu-long`` is ``cpu`` over 18 epochs (the warm-up and the cosine decay stretched with them), the winner of
-the section's exercise 1 (``docs/exercises.md``): the same model reaches 0.929 (mean of 3 seeds, against 0.906), about 32 to 35
-minutes a run in PyTorch on a 2-core CPU against 11.
+the section's exercise 1 (``docs/exercises.md``): the same model reaches 0.929 (mean of 3 seeds, against 0.906),
+in about 32 to 35 minutes a run in PyTorch on a 2-core CPU against 11.
 
 From Python::
 
