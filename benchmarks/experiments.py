@@ -60,8 +60,14 @@ def variant_rows(name: str, backend: str) -> list[dict]:
     run with another seed (``variant-one-step-n2``)."""
     found = rows(result_name("variant", name, backend), backend)
     if name == BOOK:
-        found = [*rows(PRESET, backend), *[r for r in found if r["seed"] not in {r["seed"] for r in rows(PRESET)}]]
+        preset = rows(PRESET, backend)
+        found = [*preset, *[r for r in found if r["seed"] not in {r["seed"] for r in preset}]]
     return found
+
+
+def screen_rows(name: str, backend: str) -> list[dict]:
+    """The runs of screen ``name`` in ``backend``; the cpu preset's own for ``PRESET``, the baseline."""
+    return rows(PRESET if name == PRESET else result_name("tune", name, backend), backend)
 
 
 def rows(name: str, backend: str | None = None) -> list[dict]:
@@ -106,10 +112,10 @@ def variants_report(backend: str, second: str) -> str:
     lines = ["| num_1x1, head | params | MACs per image | training memory, batch 128 | seeds | final test acc "
              "| best test acc | final train loss | minutes per epoch | class units never on | "
              f"{second} seed 0: final test acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    batch, size = presets.PRESETS[PRESET]["batch_size"], presets.PRESETS[PRESET]["resize"]
     for name, variant in VARIANTS.items():
         found = variant_rows(name, backend)
         other = [r for r in variant_rows(name, second) if r["seed"] == 0]
-        batch, size = presets.PRESETS[PRESET]["batch_size"], presets.PRESETS[PRESET]["resize"]
         res = nin.resources.resources((batch, 1, size, size), **variant)["totals"]
         units_file = UNITS / f"{result_name('variant', name, backend)}.json"
         counted = json.loads(units_file.read_text())["rows"] if units_file.is_file() else []
@@ -131,7 +137,7 @@ def tuning_report(backend: str) -> str:
     lines = ["| screen | settings (others: the cpu preset's) | seeds | final test acc | best test acc "
              "| final train loss | minutes (wall, longest) | examples/s |", "|---|---|---|---|---|---|---|---|"]
     for name, settings in {PRESET: {}, **SCREENS}.items():
-        found = rows(PRESET if name == PRESET else result_name("tune", name, backend), backend)
+        found = screen_rows(name, backend)
         described = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the cpu preset: " + ", ".join(
             f"{k}={presets.PRESETS[PRESET][k]}" for k in ("epochs", "resize", "lr", "batch_size"))
         if not found:
@@ -197,7 +203,7 @@ def report(backend: str, second: str) -> None:
         f"`python -m nin train --backend {backend} --preset {PRESET} --seed S` with the screen's settings as flags "
         f"(`--epochs 18`).\n\nMachines: {machines(SCREENS, 'tune', backend)}\n")
     plot({name: found for name in (PRESET, *SCREENS)
-          if (found := rows(PRESET if name == PRESET else result_name("tune", name, backend), backend))},
+          if (found := screen_rows(name, backend))},
          OUT / "tuning.png", f"The book's model under other training settings, {backend} (60,000/10,000 images)")
     print((OUT / "variants.md").read_text(), (OUT / "tuning.md").read_text(), sep="\n")
 

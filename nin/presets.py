@@ -55,9 +55,8 @@ PRESETS = {
              "precision": "float32", "schedule": "constant", "warmup": 0, "clip": None},
     "cpu": {"epochs": 6, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "primed",
             "precision": "bfloat16", "schedule": "cosine", "warmup": 1, "clip": 5.0},
-    "cpu-long": {"epochs": 18, "lr": 0.1, "batch_size": 128, "resize": 96, "init": "primed",
-                 "precision": "bfloat16", "schedule": "cosine", "warmup": 1, "clip": 5.0},
 }
+PRESETS["cpu-long"] = {**PRESETS["cpu"], "epochs": 18}
 
 
 #: How much of a preset to train: the notebooks' ``NIN_BUDGET`` and the learning test
