@@ -143,3 +143,29 @@ def test_exercise_screens_add_seeds_to_those_recorded_and_the_report_tabulates_t
             in (experiments.OUT / "tuning.md").read_text())
     assert "| cpu | the cpu preset: " in (experiments.OUT / "tuning.md").read_text()
     assert (experiments.OUT / "tuning.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exercise_variants_record_runs_and_class_units_and_the_report_tabulates_them(tmp_path, monkeypatch):
+    """``benchmarks/experiments.py variants``: a variant's run (the cpu preset on a tiny set) lands in its results
+    file with its class units counted, and ``report`` puts both in the variant's row, the other variants not run."""
+    make_class_set(tmp_path / "data", n_train=16, n_test=16)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import experiments
+
+    for name in ("RESULTS", "UNITS", "OUT"):
+        monkeypatch.setattr(experiments, name, tmp_path / name.lower())
+    experiments.RESULTS.mkdir()
+    assert experiments.main(["variants", "--only", "gradual-n1", "--seeds", "0", "--backend", REQUESTED[0],
+                             "--data", str(tmp_path / "data"), "--runs", str(tmp_path / "runs")]) == 0
+    name = experiments.result_name("variant", "gradual-n1", REQUESTED[0])
+    [row] = json.loads((experiments.RESULTS / f"{name}.json").read_text())["rows"]
+    [counted] = json.loads((experiments.UNITS / f"{name}.json").read_text())["rows"]
+    assert (row["seed"], row["config"]["num_1x1"], row["config"]["head"]) == (0, 1, "gradual")
+    assert counted["test_acc"] == pytest.approx(row["final_test_acc"], abs=1 / 16)  # one image either way
+    assert experiments.main(["report", "--backend", REQUESTED[0]]) == 0
+    table = (experiments.OUT / "variants.md").read_text()
+    assert (f"| 1, gradual | 1,949,396 | 94.8 M | 117 MiB | 0 | {row['final_test_acc']:.3f} | "
+            f"{row['best_test_acc']:.3f} | {row['final_train_loss']:.3f} | {row['minutes_per_epoch']:.2f} | "
+            f"{counted['units_never_on']} (seed 0); the least on for {100 * counted['least_share_on']:.0f}% of the "
+            "images |") in table
+    assert "| 1, one-step | 1,769,112 | 94.6 M | 115 MiB | - | not run yet |" in table
