@@ -108,6 +108,15 @@ def spread(values: list[float], digits: int = 3) -> str:
             f"({min(values):.{digits}f}-{max(values):.{digits}f})")
 
 
+def units_cell(counted: list[dict]) -> str:
+    """The class units never on, per counted seed, and the least share of the images any unit is on for."""
+    if not counted:
+        return "not counted yet"
+    seeds = ", ".join(str(r["seed"]) for r in counted)
+    return (f"{', '.join(str(r['units_never_on']) for r in counted)} (seed{'s' * (len(counted) > 1)} {seeds}); "
+            f"the least on for {100 * min(r['least_share_on'] for r in counted):.0f}% of the images")
+
+
 def variants_report(backend: str, second: str) -> str:
     lines = ["| num_1x1, head | params | MACs per image | training memory, batch 128 | seeds | final test acc "
              "| best test acc | final train loss | minutes per epoch (fastest seed) | class units never on | "
@@ -127,10 +136,7 @@ def variants_report(backend: str, second: str) -> str:
                       f"{min(r['minutes_per_epoch'] for r in found):.2f}"]
         else:
             cells += ["-", "not run yet", "-", "-", "-"]
-        cells.append(f"{', '.join(str(r['units_never_on']) for r in counted)} (seed{'s' * (len(counted) > 1)} "
-                     f"{', '.join(str(r['seed']) for r in counted)}); the least on for "
-                     f"{100 * min(r['least_share_on'] for r in counted):.0f}% of the images" if counted
-                     else "not counted yet")
+        cells.append(units_cell(counted))
         cells.append(f"{other[0]['final_test_acc']:.3f}" if other else "not run yet")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
